@@ -1,0 +1,215 @@
+"""The Alert24 client: one pooled requests Session, urllib3 Retry within a time budget, bounded fan-out."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.util.retry import Retry
+
+from .mapping import Event, encode
+from .version import __version__
+
+RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
+ACCEPTED, REJECTED, FAILED = "accepted", "rejected", "failed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """What happened to one event: its outcome, Alert24's status and request id, attempts and time taken."""
+
+    event: Event
+    outcome: str
+    status: int | None
+    attempts: int
+    seconds: float
+    detail: str = ""
+    request_id: str = ""
+
+
+class _CallState(threading.local):
+    """Per-thread facts about the call in progress, shared with the Retry policy."""
+
+    def __init__(self, attempt_timeout: float):
+        self.attempt_timeout = attempt_timeout
+        self.deadline = float("inf")
+        self.retries = 0
+
+
+class BudgetRetry(Retry):
+    """A Retry that gives up instead of waiting past the webhook's deadline."""
+
+    def __init__(self, *args, state: _CallState | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.state = state
+
+    def new(self, **kw) -> BudgetRetry:
+        retry = super().new(**kw)
+        retry.state = self.state
+        return retry
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        state = self.state
+        if state is not None:
+            wait = None
+            if response is not None and self.respect_retry_after_header:
+                wait = retry.get_retry_after(response)
+            if wait is None:
+                wait = retry.get_backoff_time()
+            if time.monotonic() + wait + state.attempt_timeout > state.deadline:
+                raise MaxRetryError(_pool, url, error or ResponseError("the webhook time budget is spent"))
+            state.retries += 1
+        return retry
+
+
+class Alert24Client:
+    """Sends events to Alert24's incidents API and reports a Delivery for each."""
+
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str | None,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        retries: int,
+        concurrency: int,
+        backoff_factor: float = 0.2,
+    ):
+        self.api_url = api_url
+        self.timeout = (connect_timeout, read_timeout)
+        self.concurrency = concurrency
+        self._secrets = tuple(s for s in (api_key,) if s)
+        self._state = _CallState(read_timeout)
+        retry = BudgetRetry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            other=0,
+            redirect=0,
+            allowed_methods=frozenset({"POST"}),
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=backoff_factor,
+            backoff_max=2.0,
+            backoff_jitter=backoff_factor,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+            state=self._state,
+        )
+        session = requests.Session()
+        # Proxy and CA settings are read from the environment once here, not on every call.
+        session.trust_env = False
+        session.proxies.update(requests.utils.get_environ_proxies(api_url))
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        http = HTTPAdapter(pool_connections=1, pool_maxsize=concurrency + 8, max_retries=retry)
+        session.mount("http://", http)
+        session.mount("https://", http)
+        session.headers.update({"Content-Type": "application/json", "User-Agent": f"alert24-adapter/{__version__}"})
+        if api_key:
+            session.headers["Authorization"] = f"Bearer {api_key}"
+        self.session = session
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
+
+    def send(
+        self, events: Sequence[Event], integration_key: str, deadline: float, request_id: str = ""
+    ) -> list[Delivery]:
+        """Send every event, several at once when there are many; never past the deadline (time.monotonic)."""
+        secrets = (*self._secrets, integration_key)
+
+        def one(event: Event) -> Delivery:
+            return self._send_one(event, integration_key, deadline, request_id, secrets)
+
+        if len(events) <= 1 or self.concurrency == 1:
+            return [one(e) for e in events]
+        return list(self._executor().map(one, events))
+
+    def close(self) -> None:
+        """Release pooled connections and worker threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        self.session.close()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        pid = os.getpid()
+        if self._pool is None or self._pool_pid != pid:
+            with self._pool_lock:
+                # A pool inherited through fork has no live threads; each worker process builds its own.
+                if self._pool is None or self._pool_pid != pid:
+                    self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="alert24")
+                    self._pool_pid = pid
+        return self._pool
+
+    def _send_one(
+        self, event: Event, integration_key: str, deadline: float, request_id: str, secrets: tuple[str, ...]
+    ) -> Delivery:
+        started = time.monotonic()
+        remaining = deadline - started
+        if remaining <= 0.05:
+            return Delivery(event, FAILED, None, 0, 0.0, "the webhook time budget was spent before this event")
+        state = self._state
+        state.deadline = deadline
+        state.retries = 0
+        headers = {"X-Request-Id": request_id} if request_id else None
+        timeout = (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
+        try:
+            response = self.session.post(
+                self.api_url,
+                data=encode(event, integration_key),
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            return Delivery(event, FAILED, None, state.retries + 1, time.monotonic() - started, _describe(exc, secrets))
+        finally:
+            state.deadline = float("inf")
+        seconds = time.monotonic() - started
+        status = response.status_code
+        alert24_id = response.headers.get("X-Request-Id", "")[:128]
+        attempts = state.retries + 1
+        if 200 <= status < 300:
+            return Delivery(event, ACCEPTED, status, attempts, seconds, "", alert24_id)
+        outcome = FAILED if status in RETRY_STATUSES or status >= 500 else REJECTED
+        return Delivery(event, outcome, status, attempts, seconds, _reason(response, secrets), alert24_id)
+
+
+def _reason(response: requests.Response, secrets: tuple[str, ...]) -> str:
+    """Alert24's own words for an error, or the HTTP reason, with any secret blanked out."""
+    message = ""
+    try:
+        body = response.json()
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            message = str(error.get("message") or error.get("type") or "")
+        elif isinstance(error, str):
+            message = error
+    except ValueError:
+        pass
+    text = f"Alert24 answered {response.status_code}" + (f": {message}" if message else "")
+    return _redact(text[:500], secrets)
+
+
+def _describe(exc: requests.RequestException, secrets: tuple[str, ...]) -> str:
+    kind = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
+    cause = exc.args[0] if exc.args else exc
+    reason = getattr(cause, "reason", None) or cause
+    return _redact(f"Alert24 {kind}: {str(reason)[:300]}", secrets)
+
+
+def _redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text

@@ -1,0 +1,152 @@
+"""The Alertmanager webhook payload (version 4): validation into typed objects, and fingerprints."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import datetime
+from typing import Any
+
+from .errors import PayloadError
+
+STATUSES = ("firing", "resolved")
+ZERO_TIME = "0001-01-01T00:00:00Z"
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+_FNV_OFFSET = 0xCBF29CE484222325
+_FNV_PRIME = 0x100000001B3
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert of a notification."""
+
+    status: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: str | None
+    ends_at: str | None
+    generator_url: str
+    fingerprint: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Notification:
+    """One webhook call: a group of alerts and the group's context."""
+
+    receiver: str
+    status: str
+    group_key: str
+    group_labels: dict[str, str]
+    external_url: str
+    truncated_alerts: int
+    alerts: tuple[Alert, ...]
+
+
+def fingerprint(labels: dict[str, str]) -> str:
+    """Alertmanager's fingerprint of a label set: FNV-1a 64 over sorted names and values, 0xff after each.
+
+    Labels with an empty value are left out, as Alertmanager drops them before it computes its own.
+    """
+    h = _FNV_OFFSET
+    for name in sorted(labels):
+        value = labels[name]
+        if value == "":
+            continue
+        for part in (name, value):
+            for byte in part.encode("utf-8", "surrogatepass"):
+                h = ((h ^ byte) * _FNV_PRIME) & _MASK64
+            h = ((h ^ 0xFF) * _FNV_PRIME) & _MASK64
+    return f"{h:016x}"
+
+
+def parse(data: Any) -> Notification:
+    """Validate a decoded webhook body completely and return it typed; raise PayloadError on the first fault."""
+    if not isinstance(data, dict):
+        raise PayloadError("the payload must be a JSON object")
+    raw_alerts = data.get("alerts")
+    if not isinstance(raw_alerts, list):
+        raise PayloadError("the payload has no 'alerts' list")
+    alerts = tuple(_alert(raw, i) for i, raw in enumerate(raw_alerts))
+
+    status = data.get("status")
+    if status is None:
+        status = "firing" if any(a.status == "firing" for a in alerts) else "resolved"
+    elif status not in STATUSES:
+        raise PayloadError("'status' must be 'firing' or 'resolved'")
+    truncated = data.get("truncatedAlerts", 0)
+    if truncated is None:
+        truncated = 0
+    if isinstance(truncated, bool) or not isinstance(truncated, int) or truncated < 0:
+        raise PayloadError("'truncatedAlerts' must be a whole number of at least 0")
+
+    return Notification(
+        receiver=_string(data, "receiver", "receiver"),
+        status=status,
+        group_key=_string(data, "groupKey", "groupKey"),
+        group_labels=_string_map(data.get("groupLabels"), "groupLabels"),
+        external_url=_string(data, "externalURL", "externalURL"),
+        truncated_alerts=truncated,
+        alerts=alerts,
+    )
+
+
+def _alert(raw: Any, i: int) -> Alert:
+    where = f"alerts[{i}]"
+    if not isinstance(raw, dict):
+        raise PayloadError(f"{where} must be a JSON object")
+    labels = raw.get("labels")
+    if not isinstance(labels, dict):
+        raise PayloadError(f"{where} has no 'labels' object")
+    labels = _string_map(labels, f"{where}.labels")
+    status = raw.get("status")
+    if status not in STATUSES:
+        raise PayloadError(f"{where}.status must be 'firing' or 'resolved'")
+    fp = raw.get("fingerprint")
+    if fp is not None and not isinstance(fp, str):
+        raise PayloadError(f"{where}.fingerprint must be a string")
+    if not fp or not _FINGERPRINT.fullmatch(fp):
+        fp = fingerprint(labels)
+    return Alert(
+        status=status,
+        labels=labels,
+        annotations=_string_map(raw.get("annotations"), f"{where}.annotations"),
+        starts_at=_timestamp(raw, "startsAt", where),
+        ends_at=_timestamp(raw, "endsAt", where),
+        generator_url=_string(raw, "generatorURL", f"{where}.generatorURL"),
+        fingerprint=fp,
+    )
+
+
+def _string(obj: dict, key: str, where: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise PayloadError(f"{where} must be a string")
+    return value
+
+
+def _string_map(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"{where} must be a JSON object")
+    for v in value.values():
+        if not isinstance(v, str):
+            raise PayloadError(f"{where} must map names to strings")
+    return value
+
+
+def _timestamp(obj: dict, key: str, where: str) -> str | None:
+    value = _string(obj, key, f"{where}.{key}")
+    if not value or value == ZERO_TIME:
+        return None
+    if not _RFC3339.fullmatch(value):
+        raise PayloadError(f"{where}.{key} must be an RFC 3339 timestamp")
+    try:
+        datetime.strptime(value[:19].replace("t", "T").replace(" ", "T"), "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        raise PayloadError(f"{where}.{key} must be an RFC 3339 timestamp") from None
+    return value

@@ -1,0 +1,198 @@
+"""The `alert24-adapter` command: check-config, render, send-test and serve.
+
+Exit codes: 0 success; 1 a problem was found (bad configuration, rejected or failed test notification,
+unreadable payload); 2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import os
+import sys
+from importlib import resources
+
+from . import alertmanager
+from .config import from_env
+from .errors import AdapterError, ConfigError
+from .mapping import map_notification
+from .version import __version__
+
+EXAMPLES = ("firing", "resolved", "multi")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="alert24-adapter",
+        description="Forwards Prometheus Alertmanager webhooks to Alert24. Configuration comes from the environment.",
+        epilog="Exit codes: 0 success, 1 a problem was found, 2 wrong usage.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser(
+        "check-config",
+        help="validate the configuration as start-up does and print it with secrets masked",
+        description="Validate the environment (and the ADAPTER_CONFIG file) exactly as start-up does. "
+        "Prints the effective configuration with secrets masked; exits 1 with one line per problem.",
+    )
+    p.set_defaults(run=check_config)
+
+    p = commands.add_parser(
+        "render",
+        help="print the Alert24 events a webhook payload would become, and why",
+        description="Read an Alertmanager webhook payload and print the Alert24 events the adapter would send "
+        "for it, without sending anything, with the reason for each severity and dedup key.",
+    )
+    p.add_argument("file", nargs="?", default=None, help="payload file, or - for standard input")
+    p.add_argument("--example", choices=EXAMPLES, help="use a payload shipped with the adapter")
+    p.add_argument("--route", default="", help="render for this route of the configuration file")
+    p.add_argument("--json", action="store_true", help="print one JSON object per event instead of text")
+    p.set_defaults(run=render)
+
+    p = commands.add_parser(
+        "send-test",
+        help="POST a test notification to a running adapter and report the answer",
+        description="POST a realistic test notification to a running adapter with the configured shared "
+        "secret (SHARED_SECRET or SHARED_SECRET_FILE) and report what came back.",
+    )
+    p.add_argument("--url", required=True, help="the adapter's webhook URL, e.g. http://127.0.0.1:8080/alertmanager")
+    p.add_argument("--resolve", action="store_true", help="send the resolve for the test alert afterwards")
+    p.add_argument("--severity", default="critical", help="severity label of the test alert (default: critical)")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for each answer (default: 15)")
+    p.set_defaults(run=send_test)
+
+    p = commands.add_parser(
+        "serve",
+        help="run the service under gunicorn with the shipped settings",
+        description="Run the service under gunicorn with the adapter's gunicorn settings. "
+        "Arguments after -- go to gunicorn, e.g. serve -- --workers 4.",
+    )
+    p.add_argument("gunicorn_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(run=serve)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; that is not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def check_config(args) -> int:
+    try:
+        config = from_env()
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"alert24-adapter: configuration error: {line}", file=sys.stderr)
+        return 1
+    print(json.dumps(config.masked(), indent=2, default=str))
+    print("configuration OK", file=sys.stderr)
+    return 0
+
+
+def render(args) -> int:
+    try:
+        config = from_env({**os.environ, "DRY_RUN": "true", "ALLOW_UNAUTHENTICATED": "true"})
+        data = _payload(args)
+        notification = alertmanager.parse(data)
+    except (AdapterError, OSError, ValueError) as exc:
+        print(f"alert24-adapter: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    events = map_notification(notification, config.rules)
+    for i, event in enumerate(events, 1):
+        if args.json:
+            print(json.dumps({**event.body(), "why": event.why}))
+            continue
+        print(f"event {i} of {len(events)}: {event.action} dedup_key={event.dedup_key} severity={event.severity}")
+        for what, why in event.why.items():
+            print(f"  {what}: {why}")
+        print("  body: " + json.dumps(event.body(), indent=2).replace("\n", "\n  "))
+    if not events:
+        print("no events: the payload has no alerts", file=sys.stderr)
+    return 0
+
+
+def send_test(args) -> int:
+    import requests
+
+    try:
+        config = from_env({**os.environ, "DRY_RUN": "true"})
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"alert24-adapter: configuration error: {line}", file=sys.stderr)
+        return 1
+    firing = _test_notification(args.severity)
+    steps = [("firing", firing)]
+    if args.resolve:
+        steps.append(("resolved", _resolved(firing)))
+    headers = {"Content-Type": "application/json"}
+    if config.shared_secrets:
+        headers["Authorization"] = f"Bearer {config.shared_secrets[0]}"
+    ok = True
+    for name, body in steps:
+        try:
+            r = requests.post(args.url, json=body, headers=headers, timeout=args.timeout)
+        except requests.RequestException as exc:
+            print(f"{name}: could not reach {args.url}: {exc.__class__.__name__}", file=sys.stderr)
+            return 1
+        print(f"{name}: HTTP {r.status_code} request_id={r.headers.get('X-Request-Id', '-')} {r.text.strip()}")
+        ok &= 200 <= r.status_code < 300
+    return 0 if ok else 1
+
+
+def serve(args) -> int:
+    extra = [a for a in args.gunicorn_args if a != "--"]
+    argv = ["gunicorn", "--config", "python:adapter.gunicorn_conf", *extra, "adapter.wsgi:app"]
+    sys.stdout.flush()
+    os.execvp(sys.executable, [sys.executable, "-m", *argv])  # noqa: S606
+    return 0  # pragma: no cover
+
+
+def example(name: str) -> dict:
+    """A webhook payload shipped with the package."""
+    return json.loads(resources.files("adapter").joinpath(f"examples/{name}.json").read_text("utf-8"))
+
+
+def _payload(args) -> dict:
+    if args.example:
+        return example(args.example)
+    if args.file in (None, "-"):
+        if args.file is None and sys.stdin.isatty():
+            raise ValueError("give a payload file, - for standard input, or --example NAME")
+        return json.loads(sys.stdin.read())
+    with open(args.file, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _test_notification(severity: str) -> dict:
+    body = copy.deepcopy(example("firing"))
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    labels = {"alertname": "Alert24AdapterTest", "severity": severity, "service": "alert24-adapter", "job": "send-test"}
+    alert = body["alerts"][0]
+    alert.update(labels=labels, startsAt=now, fingerprint=alertmanager.fingerprint(labels), generatorURL="")
+    alert["annotations"] = {"summary": "Test notification from alert24-adapter send-test"}
+    body.update(
+        receiver="alert24-adapter-send-test",
+        groupKey='{}:{alertname="Alert24AdapterTest"}',
+        groupLabels={"alertname": "Alert24AdapterTest"},
+        commonLabels=labels,
+        commonAnnotations=alert["annotations"],
+    )
+    return body
+
+
+def _resolved(firing: dict) -> dict:
+    body = copy.deepcopy(firing)
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    body["status"] = "resolved"
+    for alert in body["alerts"]:
+        alert.update(status="resolved", endsAt=now)
+    return body
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The adapter's error hierarchy: each error knows its HTTP status and whether a retry can help."""
+
+from __future__ import annotations
+
+
+class AdapterError(Exception):
+    """Root of every error the adapter raises on purpose."""
+
+    status = 500
+    retryable = False
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(AdapterError):
+    """The configuration is invalid; the service must not start."""
+
+
+class Unauthorized(AdapterError):
+    """The request did not carry an accepted shared secret."""
+
+    status = 401
+
+
+class UnsupportedMediaType(AdapterError):
+    """The request body is not declared as JSON."""
+
+    status = 415
+
+
+class PayloadError(AdapterError):
+    """The webhook body is not a valid Alertmanager payload."""
+
+    status = 400
+
+
+class UnknownRoute(AdapterError):
+    """The URL names a route that is not configured."""
+
+    status = 404
+
+
+class DeliveryFailed(AdapterError):
+    """Alert24 could not be reached or was overloaded; a later retry can succeed."""
+
+    status = 503
+    retryable = True
+
+
+class DeliveryRejected(AdapterError):
+    """Alert24 refused an event for good; resending the same event will not help."""
+
+    status = 422

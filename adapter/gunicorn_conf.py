@@ -1,0 +1,86 @@
+"""gunicorn settings for alert24-adapter: threaded workers for an I/O-bound service, logs to stdout.
+
+Used by `alert24-adapter serve` and, through the top-level gunicorn.conf.py, by a plain `gunicorn wsgi:app`.
+Every value can be overridden on the command line or through the environment variables named below.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        sys.stderr.write(f"alert24-adapter: configuration error: {name} must be a whole number of at least 1\n")
+        sys.exit(4)
+    return int(value)
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
+# Each webhook spends most of its time waiting on Alert24, so a few processes with threads
+# serve many at once; beyond 4 processes memory grows faster than useful capacity.
+worker_class = "gthread"
+workers = _int("WEB_CONCURRENCY", max(2, min(_cpus(), 4)))
+threads = _int("GUNICORN_THREADS", 8)
+# The app is built once in the master: a bad configuration stops start-up before any worker
+# is forked, and workers share the loaded code's memory.
+preload_app = True
+# Above WEBHOOK_TIME_BUDGET (at most 120 s), so a worker is never killed mid-delivery.
+timeout = _int("GUNICORN_TIMEOUT", 130)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 20)
+# Longer than nginx's upstream keepalive_timeout (60 s), so nginx always closes idle connections first.
+keepalive = _int("GUNICORN_KEEPALIVE", 75)
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+errorlog = "-"
+# No runtime control socket: nothing here uses it, and it would write into $HOME.
+control_socket_disable = True
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
+
+# prometheus_client's multiprocess mode: every worker writes its own files into one directory,
+# and a scrape sums them. The directory must exist before prometheus_client is imported.
+_owned_metrics_dir = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _owned_metrics_dir = tempfile.mkdtemp(prefix="alert24-adapter-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _owned_metrics_dir
+
+
+def on_starting(server):
+    """Start from an empty metrics directory: files left by an earlier run would be counted again."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(directory, name))
+
+
+def on_reload(server):
+    """SIGHUP: re-read the configuration file before new workers are forked from the master."""
+    reload = getattr(server.app.wsgi(), "reload_config", None)
+    if reload is not None:
+        reload()
+
+
+def child_exit(server, worker):
+    """Let the scrape stop counting a dead worker's live gauges."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _owned_metrics_dir:
+        shutil.rmtree(_owned_metrics_dir, ignore_errors=True)

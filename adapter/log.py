@@ -1,0 +1,61 @@
+"""Structured logging to stdout: JSON lines (default) or readable text, each line tagged with its request id."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id and the record's extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": _timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update(_fields(record))
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, separators=(",", ":"))
+
+
+class TextFormatter(logging.Formatter):
+    """A readable line for local runs: time, level, message, then key=value fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        line = f"{_timestamp(record.created)} {record.levelname:<7} {record.getMessage()} {fields}".rstrip()
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup(fmt: str = "json", level: str = "INFO") -> None:
+    """Send the adapter's logs to stdout in the chosen format; idempotent."""
+    logger = logging.getLogger("alert24_adapter")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def _fields(record: logging.LogRecord) -> dict:
+    out = {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
+    rid = request_id.get()
+    if rid and "request_id" not in out:
+        out["request_id"] = rid
+    return out
+
+
+def _timestamp(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"

@@ -1,0 +1,240 @@
+"""Pure mapping from an Alertmanager notification to Alert24 incident events: no I/O, no globals."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from .alertmanager import Alert, Notification
+
+SEVERITIES = ("critical", "high", "warning", "medium", "low", "maintenance")
+DEDUP_MODES = ("alert", "group")
+MAX_DEDUP_KEY = 255
+MAX_SUMMARY = 1024
+MAX_SOURCE = 255
+MAX_HREF = 8192
+MAX_BODY_BYTES = 512 * 1000
+ELLIPSIS = "…"
+TRIM_NOTE = "custom_details were trimmed to keep the event under Alert24's 512 KB limit"
+LINK_ANNOTATIONS = (("runbook_url", "Runbook"), ("dashboard_url", "Dashboard"))
+TELLING_LABELS = ("service", "instance", "job", "namespace", "pod", "cluster")
+_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
+@dataclasses.dataclass(frozen=True)
+class EventRules:
+    """How alerts become events: the severity label and map, the default severity and the dedup mode."""
+
+    severity_label: str = "severity"
+    severity_map: tuple[tuple[str, str], ...] = (("critical", "critical"), ("warning", "warning"), ("info", "low"))
+    default_severity: str = "warning"
+    dedup_by: str = "alert"
+
+    def describe(self) -> dict[str, object]:
+        """The rules as plain data, for logs and the CLI."""
+        return {
+            "severity_label": self.severity_label,
+            "severity_map": dict(self.severity_map),
+            "default_severity": self.default_severity,
+            "dedup_by": self.dedup_by,
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """One Alert24 incident event, without the integration key; `why` explains the choices made."""
+
+    dedup_key: str
+    action: str
+    payload: dict[str, Any]
+    links: list[dict[str, str]]
+    why: dict[str, str]
+
+    @property
+    def severity(self) -> str:
+        return self.payload["severity"]
+
+    def body(self) -> dict[str, Any]:
+        """The event as Alert24 expects it, less the integration key."""
+        return {"event_action": self.action, "dedup_key": self.dedup_key, "payload": self.payload, "links": self.links}
+
+
+def map_notification(notification: Notification, rules: EventRules) -> list[Event]:
+    """Turn one notification into its Alert24 events: one per alert, or one per group in group mode."""
+    if rules.dedup_by == "group":
+        return [_group_event(notification, rules)]
+    return [_alert_event(alert, notification, rules) for alert in notification.alerts]
+
+
+def encode(event: Event, integration_key: str) -> bytes:
+    """The exact request body for one event, trimmed to stay within Alert24's size limit."""
+    body = {"integration_key": integration_key, **event.body()}
+    data = _dumps(body)
+    if len(data) <= MAX_BODY_BYTES:
+        return data
+    details = event.payload["custom_details"]
+    for cap in (1024, 128, 0):
+        trimmed = _trim(details, cap) if cap else {}
+        trimmed["_trimmed"] = TRIM_NOTE
+        body["payload"] = {**event.payload, "custom_details": trimmed}
+        data = _dumps(body)
+        if len(data) <= MAX_BODY_BYTES:
+            return data
+    body["links"] = []
+    return _dumps(body)
+
+
+def severity_for(labels: dict[str, str], rules: EventRules) -> tuple[str, str]:
+    """The Alert24 severity for a label set, and the reason for it."""
+    raw = labels.get(rules.severity_label, "")
+    mapped = dict(rules.severity_map).get(raw.lower()) if raw else None
+    if mapped:
+        return mapped, f"label {rules.severity_label}={raw!r} maps to {mapped}"
+    if raw:
+        return (
+            rules.default_severity,
+            f"label {rules.severity_label}={raw!r} is not in the map; default {rules.default_severity}",
+        )
+    return rules.default_severity, f"no {rules.severity_label} label; default {rules.default_severity}"
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut text to at most limit characters, ending in an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+
+
+def _alert_event(alert: Alert, notification: Notification, rules: EventRules) -> Event:
+    severity, severity_why = severity_for(alert.labels, rules)
+    details: dict[str, Any] = {"labels": alert.labels, "annotations": alert.annotations}
+    if alert.starts_at:
+        details["startsAt"] = alert.starts_at
+    if alert.ends_at:
+        details["endsAt"] = alert.ends_at
+    if notification.truncated_alerts:
+        details["truncatedAlerts"] = notification.truncated_alerts
+    payload: dict[str, Any] = {
+        "summary": truncate(_alert_summary(alert), MAX_SUMMARY),
+        "severity": severity,
+        "source": truncate(_source(alert.labels), MAX_SOURCE),
+        "custom_details": details,
+    }
+    if alert.starts_at:
+        payload["timestamp"] = alert.starts_at
+    links = [(alert.annotations.get(key, ""), text) for key, text in LINK_ANNOTATIONS]
+    links.append((alert.generator_url, "Source"))
+    links.append((_silence_url(notification.external_url, alert.labels), "Silence"))
+    return Event(
+        dedup_key=alert.fingerprint,
+        action="trigger" if alert.status == "firing" else "resolve",
+        payload=payload,
+        links=_valid_links(links),
+        why={"severity": severity_why, "dedup": f"dedup_by=alert: the alert's fingerprint {alert.fingerprint}"},
+    )
+
+
+def _group_event(notification: Notification, rules: EventRules) -> Event:
+    firing = [a for a in notification.alerts if a.status == "firing"]
+    resolved = [a for a in notification.alerts if a.status == "resolved"]
+    deciding = firing or resolved
+    choices = [severity_for(a.labels, rules) for a in deciding] or [severity_for({}, rules)]
+    severity, severity_why = min(choices, key=lambda c: _RANK[c[0]])
+    group = notification.group_labels
+    name = group.get("alertname") or (deciding[0].labels.get("alertname", "") if deciding else "")
+    others = ", ".join(f"{k}={v}" for k, v in sorted(group.items()) if k != "alertname")
+    head = f"[{notification.status.upper()}:{len(firing)}] {name or 'alert group'}"
+    summary = f"{head} ({others})" if others else head
+    details: dict[str, Any] = {
+        "groupKey": notification.group_key,
+        "groupLabels": group,
+        "firing": [_alert_details(a) for a in firing],
+        "resolved": [_alert_details(a) for a in resolved],
+    }
+    if notification.truncated_alerts:
+        details["truncatedAlerts"] = notification.truncated_alerts
+    digest = hashlib.sha256(notification.group_key.encode("utf-8", "surrogatepass")).hexdigest()
+    payload: dict[str, Any] = {
+        "summary": truncate(summary, MAX_SUMMARY),
+        "severity": severity,
+        "source": truncate(_source(deciding[0].labels) if deciding else "prometheus", MAX_SOURCE),
+        "custom_details": details,
+    }
+    starts = sorted(a.starts_at for a in deciding if a.starts_at)
+    if starts:
+        payload["timestamp"] = starts[0]
+    return Event(
+        dedup_key=f"group-{digest}",
+        action="resolve" if notification.status == "resolved" else "trigger",
+        payload=payload,
+        links=_valid_links([(_silence_url(notification.external_url, group), "Silence")]),
+        why={
+            "severity": f"most severe of the group: {severity_why}",
+            "dedup": "dedup_by=group: sha256 of the groupKey",
+        },
+    )
+
+
+def _alert_details(alert: Alert) -> dict[str, Any]:
+    out: dict[str, Any] = {"labels": alert.labels, "annotations": alert.annotations}
+    if alert.starts_at:
+        out["startsAt"] = alert.starts_at
+    if alert.ends_at:
+        out["endsAt"] = alert.ends_at
+    return out
+
+
+def _alert_summary(alert: Alert) -> str:
+    text = alert.annotations.get("summary") or alert.annotations.get("description")
+    if text:
+        return text
+    labels = alert.labels
+    name = labels.get("alertname") or "alert"
+    telling = [k for k in TELLING_LABELS if labels.get(k)]
+    rest = sorted(k for k in labels if k not in TELLING_LABELS and k not in ("alertname", "severity") and labels[k])
+    shown = ", ".join(f"{k}={labels[k]}" for k in telling + rest)
+    return f"{name} ({shown})" if shown else name
+
+
+def _source(labels: dict[str, str]) -> str:
+    return labels.get("service") or labels.get("instance") or labels.get("job") or "prometheus"
+
+
+def _silence_url(external_url: str, labels: dict[str, str]) -> str:
+    if not external_url or not labels:
+        return ""
+    matchers = ", ".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()) if v)
+    return f"{external_url.rstrip('/')}/#/silences/new?filter={quote('{' + matchers + '}', safe='')}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _valid_links(candidates: list[tuple[str, str]]) -> list[dict[str, str]]:
+    links = []
+    for href, text in candidates:
+        if not href or len(href) > MAX_HREF:
+            continue
+        try:
+            parts = urlsplit(href)
+        except ValueError:
+            continue
+        if parts.scheme in ("http", "https") and parts.netloc:
+            links.append({"href": href, "text": text})
+    return links
+
+
+def _trim(value: Any, cap: int) -> Any:
+    if isinstance(value, str):
+        return truncate(value, cap)
+    if isinstance(value, dict):
+        return {truncate(k, cap): _trim(v, cap) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_trim(v, cap) for v in value[: max(cap // 16, 1)]]
+    return value
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode("ascii")

@@ -1,0 +1,99 @@
+"""Prometheus metrics for the adapter, correct under gunicorn's several worker processes."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .version import __version__
+
+PREFIX = "alert24_adapter"
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def multiprocess_dir() -> str | None:
+    """The directory prometheus_client shares between worker processes, when multiprocess mode is on."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    """Every metric the adapter exports, registered in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.webhooks = Counter(
+            f"{PREFIX}_webhooks_total",
+            "Webhooks received, by outcome and HTTP status code.",
+            ["outcome", "code"],
+            registry=r,
+        )
+        self.alerts = Counter(f"{PREFIX}_alerts_received_total", "Alerts received, by status.", ["status"], registry=r)
+        self.events = Counter(
+            f"{PREFIX}_events_total",
+            "Alert24 events, by action, result (accepted, rejected, failed, dry_run, dropped) and dedup mode.",
+            ["action", "result", "dedup_by"],
+            registry=r,
+        )
+        self.grouped = Counter(
+            f"{PREFIX}_grouped_alerts_total", "Alerts folded into one event per group (DEDUP_BY=group).", registry=r
+        )
+        self.truncated = Counter(
+            f"{PREFIX}_truncated_alerts_total",
+            "Alerts Alertmanager left out of a notification (max_alerts); their resolves never arrive.",
+            registry=r,
+        )
+        self.dropped = Counter(
+            f"{PREFIX}_dropped_alerts_total",
+            "Alerts deliberately not forwarded by a drop rule, by rule.",
+            ["rule"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            f"{PREFIX}_alert24_request_duration_seconds",
+            "Time to deliver one event to Alert24, retries included, by result.",
+            ["result"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.webhook_seconds = Histogram(
+            f"{PREFIX}_webhook_duration_seconds", "Time to answer one webhook.", buckets=DURATION_BUCKETS, registry=r
+        )
+        self.retries = Counter(f"{PREFIX}_alert24_retries_total", "Requests to Alert24 that were retried.", registry=r)
+        self.last_success = Gauge(
+            f"{PREFIX}_last_successful_delivery_timestamp_seconds",
+            "Unix time of the last webhook whose every event Alert24 accepted.",
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.reload_ok = Gauge(
+            f"{PREFIX}_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1) or failed and kept the previous one (0).",
+            multiprocess_mode="mostrecent",
+            registry=r,
+        )
+        self.reload_time = Gauge(
+            f"{PREFIX}_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.",
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.build = Gauge(
+            f"{PREFIX}_build_info",
+            "Always 1; the labels carry the adapter's and Python's versions.",
+            ["version", "python"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.build.labels(__version__, platform.python_version()).set(1)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text a scrape returns: summed over every worker in multiprocess mode."""
+        if multiprocess_dir():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,3 @@
+"""The adapter's version."""
+
+__version__ = "1.0.0"

@@ -1,0 +1,129 @@
+"""The HTTP interface: a thin blueprint that authenticates, decodes, forwards and answers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import re
+import time
+import uuid
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from . import alertmanager, log
+from .errors import PayloadError, Unauthorized, UnsupportedMediaType
+from .forwarder import Report
+
+bp = Blueprint("adapter", __name__)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+def runtime():
+    """The app's Runtime (config, forwarder, metrics, targets)."""
+    return current_app.extensions["alert24_adapter"]
+
+
+@bp.before_app_request
+def _tag_request() -> None:
+    given = request.headers.get("X-Request-Id", "")
+    rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    request.environ["alert24_adapter.request_id"] = rid
+    request.environ["alert24_adapter.started"] = time.monotonic()
+    log.request_id.set(rid)
+
+
+@bp.after_app_request
+def _return_request_id(response: Response) -> Response:
+    rid = request.environ.get("alert24_adapter.request_id")
+    if rid:
+        response.headers["X-Request-Id"] = rid
+    return response
+
+
+@bp.post("/alertmanager")
+def alertmanager_webhook():
+    """Receive one Alertmanager notification and forward its alerts to Alert24."""
+    rt = runtime()
+    target = rt.default_target
+    authenticate(request.headers.get("Authorization", ""), rt.config.shared_secrets)
+    if not request.is_json:
+        raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
+    notification = alertmanager.parse(decode(request.get_data(cache=False)))
+    report = rt.forwarder.forward(notification, target, request.environ["alert24_adapter.request_id"])
+    return answer(report, notification)
+
+
+@bp.get("/healthz")
+def healthz():
+    """Liveness: the process answers."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness: the configuration is loaded; reports (never fails on) this worker's last delivery."""
+    rt = runtime()
+    return jsonify(
+        status="ready",
+        dry_run=rt.config.dry_run,
+        last_delivery=rt.forwarder.last_delivery,
+    )
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus exposition, summed over all gunicorn workers."""
+    data, content_type = runtime().metrics.exposition()
+    return Response(data, content_type=content_type)
+
+
+def authenticate(header: str, secrets: tuple[str, ...]) -> None:
+    """Accept the secret as a Bearer token, as any `<Type> <credentials>`, or as a Basic password."""
+    if not secrets:
+        return
+    scheme, _, credentials = header.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        credentials = decoded.partition(":")[2]
+    offered = credentials.encode("utf-8", "surrogatepass")
+    matched = False
+    for secret in secrets:
+        matched |= hmac.compare_digest(offered, secret.encode("utf-8"))
+    if not credentials or not matched:
+        raise Unauthorized("missing or wrong credentials")
+
+
+def decode(body: bytes):
+    """Parse the body as JSON, refusing anything else with a PayloadError."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PayloadError("the body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise PayloadError("the body is nested too deeply") from None
+
+
+def answer(report: Report, notification: alertmanager.Notification):
+    """Turn a Report into the HTTP answer Alertmanager acts on, and record it."""
+    rt = runtime()
+    body = report.summary()
+    if report.error is not None:
+        body = {"error": report.error.message, **body}
+        status, outcome = report.error.status, "failed" if report.error.retryable else "rejected"
+    else:
+        body = {"ok": True, **body}
+        status, outcome = 200, "dry_run" if report.dry_run else "delivered"
+        if report.dry_run:
+            body["dry_run"] = True
+            body["would_send"] = [e.body() for e in report.events]
+    rt.metrics.webhooks.labels(outcome, str(status)).inc()
+    rt.log_webhook(notification, outcome, status, body)
+    return jsonify(body), status

@@ -1,0 +1,116 @@
+"""A local fake of Alert24's incidents API: records every request and fails on command."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeAlert24:
+    """A threaded HTTP server on 127.0.0.1 that answers like Alert24 and can be told to misbehave."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        self.latency = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._plan: list[dict] = []
+        self._fail_until = 0.0
+        self._fail_status = 503
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/api/v1/incidents"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeAlert24:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def fail(self, status: int = 503, times: int = 1, retry_after: str | None = None) -> None:
+        """Answer the next `times` requests with `status` (and a Retry-After header when given)."""
+        with self.lock:
+            self._plan.extend({"status": status, "retry_after": retry_after} for _ in range(times))
+
+    def fail_for(self, seconds: float, status: int = 503) -> None:
+        """Answer every request with `status` for the next `seconds`."""
+        with self.lock:
+            self._fail_until = time.monotonic() + seconds
+            self._fail_status = status
+
+    def drop(self, times: int = 1) -> None:
+        """Close the connection without answering, for the next `times` requests."""
+        with self.lock:
+            self._plan.extend({"drop": True} for _ in range(times))
+
+    def accepted(self) -> list[dict]:
+        """The bodies of the events this fake answered with 202."""
+        with self.lock:
+            return [r["body"] for r in self.requests if r["status"] == 202]
+
+    def _next_failure(self) -> dict | None:
+        with self.lock:
+            if self._plan:
+                return self._plan.pop(0)
+            if time.monotonic() < self._fail_until:
+                return {"status": self._fail_status}
+        return None
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                with fake.lock:
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    if fake.latency:
+                        time.sleep(fake.latency)
+                    failure = fake._next_failure()
+                    if failure and failure.get("drop"):
+                        self._record(raw, None)
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
+                    status = failure["status"] if failure else 202
+                    self._record(raw, status)
+                    body = {"status": "success", "message": "Event processed", "dedup_key": ""}
+                    if status != 202:
+                        body = {"error": {"type": "error", "message": f"fake failure {status}", "status": status}}
+                    data = json.dumps(body).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("X-Request-Id", f"fake-{len(fake.requests)}")
+                    if failure and failure.get("retry_after"):
+                        self.send_header("Retry-After", failure["retry_after"])
+                    self.end_headers()
+                    self.wfile.write(data)
+                finally:
+                    with fake.lock:
+                        fake.in_flight -= 1
+
+            def _record(self, raw: bytes, status: int | None) -> None:
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = None
+                with fake.lock:
+                    fake.requests.append({"body": body, "headers": dict(self.headers), "status": status})
+
+        return Handler

@@ -1,0 +1,138 @@
+"""The Alert24 client: exact requests, retries within the time budget, outcomes, and bounded fan-out."""
+
+import time
+
+import pytest
+import responses
+from responses import matchers
+
+from adapter.alert24 import ACCEPTED, FAILED, REJECTED, Alert24Client
+from adapter.alertmanager import parse
+from adapter.mapping import EventRules, map_notification
+
+from .conftest import API_KEY, API_URL, INTEGRATION_KEY, payload
+from .fake_alert24 import FakeAlert24
+
+
+def make_client(url=API_URL, **kw):
+    settings = {"connect_timeout": 1.0, "read_timeout": 2.0, "retries": 4, "concurrency": 4, "backoff_factor": 0.01}
+    settings.update(kw)
+    return Alert24Client(url, API_KEY, **settings)
+
+
+def events(name="firing-single"):
+    return map_notification(parse(payload(name)), EventRules())
+
+
+def far():
+    return time.monotonic() + 30
+
+
+def test_exact_request_body_and_headers():
+    [event] = events()
+    expected = {"integration_key": INTEGRATION_KEY, **event.body()}
+    with responses.RequestsMock() as mock:
+        mock.add(
+            responses.POST,
+            API_URL,
+            status=202,
+            json={"status": "success"},
+            match=[
+                matchers.json_params_matcher(expected),
+                matchers.header_matcher(
+                    {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json", "X-Request-Id": "rid-1"}
+                ),
+            ],
+        )
+        [d] = make_client().send([event], INTEGRATION_KEY, far(), "rid-1")
+    assert (d.outcome, d.status, d.attempts) == (ACCEPTED, 202, 1)
+
+
+def test_no_authorization_header_without_api_key():
+    client = Alert24Client(API_URL, None, connect_timeout=1, read_timeout=1, retries=0, concurrency=1)
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, API_URL, status=202)
+        client.send(events(), INTEGRATION_KEY, far())
+        assert "Authorization" not in mock.calls[0].request.headers
+
+
+@pytest.mark.parametrize(
+    "answers, outcome, status, attempts",
+    [
+        pytest.param([(429, {"Retry-After": "1"}), (202, {})], ACCEPTED, 202, 2, id="429-retry-after-then-202"),
+        pytest.param([(503, {}), (503, {}), (202, {})], ACCEPTED, 202, 3, id="503x2-then-202"),
+        pytest.param([(502, {}), (504, {}), (500, {}), (202, {})], ACCEPTED, 202, 4, id="5xx-mix-then-202"),
+        pytest.param([(503, {})] * 6, FAILED, 503, 5, id="503-forever-fails-after-retries"),
+        pytest.param([(400, {})], REJECTED, 400, 1, id="400-rejected-not-retried"),
+        pytest.param([(401, {})], REJECTED, 401, 1, id="401-rejected"),
+        pytest.param([(403, {})], REJECTED, 403, 1, id="403-rejected"),
+        pytest.param([(404, {})], REJECTED, 404, 1, id="404-rejected"),
+    ],
+)
+def test_retry_sequences(answers, outcome, status, attempts):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        for code, headers in answers:
+            body = {"error": {"type": "invalid", "message": "bad thing", "status": code}} if code >= 400 else {}
+            mock.add(responses.POST, API_URL, status=code, json=body, headers={"X-Request-Id": "a24-1", **headers})
+        [d] = make_client().send(events(), INTEGRATION_KEY, far())
+        assert len(mock.calls) == attempts
+    assert (d.outcome, d.status, d.attempts) == (outcome, status, attempts)
+    if outcome == REJECTED:
+        assert d.detail == f"Alert24 answered {status}: bad thing" and d.request_id == "a24-1"
+
+
+def test_connection_dropped_mid_request_is_retried():
+    with FakeAlert24() as fake:
+        fake.drop(2)
+        [d] = make_client(fake.url).send(events(), INTEGRATION_KEY, far())
+    assert (d.outcome, d.attempts) == (ACCEPTED, 3)
+    assert len(fake.accepted()) == 1
+
+
+def test_connection_refused_fails_after_retries():
+    with FakeAlert24() as fake:
+        url = fake.url
+    [d] = make_client(url, retries=2).send(events(), INTEGRATION_KEY, far())
+    assert (d.outcome, d.status, d.attempts) == (FAILED, None, 3)
+    assert "could not be reached" in d.detail
+
+
+def test_retry_after_beyond_the_budget_gives_up_instead_of_waiting():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(responses.POST, API_URL, status=429, headers={"Retry-After": "60"})
+        mock.add(responses.POST, API_URL, status=202)
+        [d] = make_client().send(events(), INTEGRATION_KEY, time.monotonic() + 5)
+        assert len(mock.calls) == 1
+    assert (d.outcome, d.status) == (FAILED, 429)
+
+
+def test_spent_budget_sends_nothing():
+    with responses.RequestsMock() as mock:
+        [d] = make_client().send(events(), INTEGRATION_KEY, time.monotonic() - 1)
+        assert len(mock.calls) == 0
+    assert d.outcome == FAILED and "time budget" in d.detail
+
+
+def test_secrets_are_blanked_out_of_alert24_error_text():
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, API_URL, status=400, json={"error": {"message": f"unknown key {INTEGRATION_KEY}"}})
+        [d] = make_client().send(events(), INTEGRATION_KEY, far())
+    assert INTEGRATION_KEY not in d.detail and "[redacted]" in d.detail
+
+
+def test_fan_out_is_concurrent_and_bounded():
+    """Several calls are in flight at once, never more than the configured concurrency."""
+    many = events("firing-two-instances") * 20
+    with FakeAlert24() as fake:
+        fake.latency = 0.05
+        deliveries = make_client(fake.url, concurrency=4).send(many, INTEGRATION_KEY, far())
+    assert all(d.outcome == ACCEPTED for d in deliveries)
+    assert len(fake.accepted()) == 40
+    assert 1 < fake.max_in_flight <= 4
+
+
+def test_results_keep_event_order():
+    many = events("firing-two-instances") * 3
+    with FakeAlert24() as fake:
+        deliveries = make_client(fake.url).send(many, INTEGRATION_KEY, far())
+    assert [d.event.dedup_key for d in deliveries] == [e.dedup_key for e in many]

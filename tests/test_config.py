@@ -1,0 +1,106 @@
+"""Configuration from the environment: safe defaults, and one clear line for every bad value."""
+
+import pytest
+
+from adapter.config import MASK, from_env
+from adapter.errors import ConfigError
+
+from .conftest import API_KEY, BASE_ENV, INTEGRATION_KEY, SECRET, make_config
+
+
+def test_defaults_are_safe():
+    c = make_config()
+    assert c.dry_run is False, "never silently drop pages because DRY_RUN is unset"
+    assert c.shared_secrets == (SECRET,)
+    assert c.api_url == "https://alert24.test/api/v1/incidents"
+    assert c.rules.dedup_by == "alert" and c.rules.default_severity == "warning"
+    assert c.time_budget < 10, "Alertmanager gives a webhook at least 10 s"
+    assert from_env({"SHARED_SECRET": "x", "ALERT24_INTEGRATION_KEY": "k"}).api_url == (
+        "https://app.alert24.io/api/v1/incidents"
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        pytest.param({"SHARED_SECRET": None}, "SHARED_SECRET is not set", id="no-secret"),
+        pytest.param({"SHARED_SECRET": " , "}, "SHARED_SECRET is not set", id="blank-secret-list"),
+        pytest.param({"ALERT24_INTEGRATION_KEY": None}, "ALERT24_INTEGRATION_KEY is not set", id="no-key"),
+        pytest.param({"ALERT24_API_URL": "ftp://x"}, "ALERT24_API_URL must be an http", id="url-scheme"),
+        pytest.param({"ALERT24_API_URL": "https://"}, "ALERT24_API_URL must be an http", id="url-host"),
+        pytest.param({"DRY_RUN": "maybe"}, "DRY_RUN must be true or false", id="dry-run-word"),
+        pytest.param({"ALERT24_CONCURRENCY": "0"}, "ALERT24_CONCURRENCY must be from 1", id="concurrency-0"),
+        pytest.param({"ALERT24_CONCURRENCY": "many"}, "ALERT24_CONCURRENCY must be a whole number", id="conc-word"),
+        pytest.param({"ALERT24_READ_TIMEOUT": "nan"}, "ALERT24_READ_TIMEOUT must be from", id="timeout-nan"),
+        pytest.param({"WEBHOOK_TIME_BUDGET": "1", "ALERT24_CONNECT_TIMEOUT": "2"}, "WEBHOOK_TIME_BUDGET", id="budget"),
+        pytest.param({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES must be from", id="body-limit"),
+        pytest.param({"DEFAULT_SEVERITY": "urgent"}, "DEFAULT_SEVERITY must be one of", id="default-severity"),
+        pytest.param({"SEVERITY_MAP": "critical"}, "SEVERITY_MAP must be a comma-separated", id="map-shape"),
+        pytest.param({"SEVERITY_MAP": "p1=urgent"}, "SEVERITY_MAP maps 'p1' to an unknown", id="map-target"),
+        pytest.param({"DEDUP_BY": "label"}, "DEDUP_BY must be one of alert, group", id="dedup-mode"),
+        pytest.param({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be one of", id="log-format"),
+        pytest.param(
+            {"SHARED_SECRET_FILE": "/nonexistent/secret"}, "set SHARED_SECRET or SHARED_SECRET_FILE", id="both"
+        ),
+    ],
+)
+def test_bad_values_stop_start_up_with_one_line(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        make_config(**overrides)
+    text = str(err.value)
+    assert message in text
+    assert "\n" not in text, "one problem, one line"
+    for secret in (SECRET, INTEGRATION_KEY, API_KEY):
+        assert secret not in text
+
+
+def test_unauthenticated_only_when_explicitly_allowed():
+    c = make_config(SHARED_SECRET=None, ALLOW_UNAUTHENTICATED="true")
+    assert c.shared_secrets == () and c.allow_unauthenticated
+
+
+def test_dry_run_needs_no_integration_key():
+    assert make_config(ALERT24_INTEGRATION_KEY=None, DRY_RUN="true").integration_key is None
+
+
+def test_secret_list_allows_rotation():
+    assert make_config(SHARED_SECRET="old, new").shared_secrets == ("old", "new")
+
+
+def test_secrets_from_files(tmp_path):
+    for name, value in (("secret", "a,b\n"), ("key", "file-int-key\n"), ("api", "file-api-key")):
+        (tmp_path / name).write_text(value)
+    env = {
+        "SHARED_SECRET_FILE": str(tmp_path / "secret"),
+        "ALERT24_INTEGRATION_KEY_FILE": str(tmp_path / "key"),
+        "ALERT24_API_KEY_FILE": str(tmp_path / "api"),
+    }
+    c = from_env(env)
+    assert (c.shared_secrets, c.integration_key, c.api_key) == (("a", "b"), "file-int-key", "file-api-key")
+
+
+@pytest.mark.parametrize("content, message", [(None, "cannot read"), ("\n", "is empty")], ids=["missing", "empty"])
+def test_unreadable_secret_file(tmp_path, content, message):
+    path = tmp_path / "secret"
+    if content is not None:
+        path.write_text(content)
+    env = {**BASE_ENV, "SHARED_SECRET": "", "SHARED_SECRET_FILE": str(path)}
+    with pytest.raises(ConfigError, match=f"SHARED_SECRET_FILE: .*{message}"):
+        from_env(env)
+
+
+def test_secrets_never_in_repr_or_masked_view():
+    c = make_config()
+    shown = repr(c) + repr(c.masked())
+    for secret in (SECRET, INTEGRATION_KEY, API_KEY):
+        assert secret not in shown
+    assert c.masked()["integration_key"] == MASK
+    assert c.masked()["shared_secrets"] == [MASK]
+
+
+def test_every_problem_is_reported_one_line_each():
+    with pytest.raises(ConfigError) as err:
+        make_config(SHARED_SECRET=None, DRY_RUN="perhaps", ALERT24_CONCURRENCY="0")
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3
+    assert [line.split()[0] for line in lines] == ["DRY_RUN", "SHARED_SECRET", "ALERT24_CONCURRENCY"]

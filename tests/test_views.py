@@ -1,0 +1,226 @@
+"""POST /alertmanager: authentication, validation before anything is sent, and the status-code contract."""
+
+import base64
+import json
+
+import pytest
+import responses
+
+from adapter import create_app
+from adapter.metrics import Metrics
+
+from .conftest import API_KEY, API_URL, INTEGRATION_KEY, SECRET, make_config, payload, sent_bodies
+
+
+def basic(user, password):
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        pytest.param(f"Bearer {SECRET}", id="bearer"),
+        pytest.param(f"bearer {SECRET}", id="bearer-lowercase"),
+        pytest.param(f"Token {SECRET}", id="any-type"),
+        pytest.param(basic("alertmanager", SECRET), id="basic-any-user"),
+        pytest.param(basic("", SECRET), id="basic-empty-user"),
+    ],
+)
+def test_accepted_credentials(post, alert24, authorization):
+    r = post("firing-single", headers={"Authorization": authorization})
+    assert r.status_code == 200
+    assert len(alert24.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        pytest.param(None, id="missing"),
+        pytest.param("", id="empty"),
+        pytest.param("Bearer", id="no-credentials"),
+        pytest.param("Bearer wrong", id="wrong-token"),
+        pytest.param(f"Bearer {SECRET}x", id="secret-prefix"),
+        pytest.param(SECRET, id="no-type"),
+        pytest.param(basic(SECRET, "wrong"), id="secret-as-basic-user"),
+        pytest.param("Basic !!!not-base64", id="basic-garbage"),
+        pytest.param(f"Basic {SECRET}", id="basic-undecoded"),
+    ],
+)
+def test_refused_credentials_forward_nothing(post, alert24, authorization):
+    headers = {"Authorization": authorization} if authorization is not None else {"Authorization": ""}
+    r = post("firing-single", headers=headers)
+    assert r.status_code == 401
+    assert r.json == {"error": "missing or wrong credentials"}
+    assert "Bearer" in r.headers["WWW-Authenticate"] and "Basic" in r.headers["WWW-Authenticate"]
+    assert len(alert24.calls) == 0
+
+
+@pytest.mark.parametrize("env_overrides", [{"SHARED_SECRET": "old-one,new-one"}])
+@pytest.mark.parametrize("secret, code", [("old-one", 200), ("new-one", 200), (SECRET, 401)])
+def test_secret_rotation_accepts_each_listed_secret(post, alert24, env_overrides, secret, code):
+    assert post("firing-single", headers={"Authorization": f"Bearer {secret}"}).status_code == code
+
+
+@pytest.mark.parametrize("env_overrides", [{"SHARED_SECRET": None, "ALLOW_UNAUTHENTICATED": "true"}])
+def test_unauthenticated_mode_accepts_anything(post, alert24, env_overrides):
+    assert post("firing-single", headers={"Authorization": ""}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body, content_type, code, message",
+    [
+        pytest.param(b"{}", "text/plain", 415, "must be JSON", id="not-json-content-type"),
+        pytest.param(b"{not json", "application/json", 400, "not valid JSON", id="invalid-json"),
+        pytest.param(b"\xff\xfe", "application/json", 400, "not UTF-8", id="not-utf8"),
+        pytest.param(b"[" * 100000, "application/json", 400, "nested too deeply", id="deeply-nested"),
+        pytest.param(b"{}", "application/json", 400, "no 'alerts' list", id="no-alerts"),
+        pytest.param(b'{"alerts":[{"status":"firing"}]}', "application/json", 400, "no 'labels'", id="no-labels"),
+        pytest.param(
+            b'{"alerts":[{"status":"x","labels":{}}]}', "application/json", 400, "status must be", id="bad-status"
+        ),
+        pytest.param(
+            b'{"alerts":[{"status":"firing","labels":{}},{"status":"x","labels":{}}]}',
+            "application/json",
+            400,
+            "alerts[1].status",
+            id="one-bad-alert-sends-nothing",
+        ),
+    ],
+)
+def test_bad_requests_get_json_errors_and_forward_nothing(client, alert24, body, content_type, code, message):
+    r = client.post(
+        "/alertmanager", data=body, headers={"Authorization": f"Bearer {SECRET}", "Content-Type": content_type}
+    )
+    assert r.status_code == code
+    assert message in r.json["error"]
+    assert len(alert24.calls) == 0
+
+
+def test_error_does_not_echo_input(post, alert24):
+    r = post({"alerts": [{"status": "<script>alert(1)</script>", "labels": {}}]})
+    assert r.status_code == 400 and "<script>" not in r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("env_overrides", [{"MAX_BODY_BYTES": "2048"}])
+def test_body_over_the_limit_is_413_before_reading(client, alert24, env_overrides):
+    r = client.post(
+        "/alertmanager",
+        data=b"x" * 4096,
+        headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413 and "error" in r.json
+    assert len(alert24.calls) == 0
+
+
+def test_delivered_answers_200_with_counts(post, alert24):
+    r = post("mixed-one-resolved")
+    assert r.status_code == 200
+    assert r.json == {"ok": True, "events": 2, "trigger": 1, "resolve": 1, "accepted": 2, "rejected": 0, "failed": 0}
+    bodies = sent_bodies(alert24)
+    assert {(b["dedup_key"], b["event_action"]) for b in bodies} == {
+        ("913c8c434ab89a6b", "resolve"),
+        ("55b97254facb078e", "trigger"),
+    }
+    assert all(b["integration_key"] == INTEGRATION_KEY for b in bodies)
+
+
+def test_same_payload_twice_sends_the_same_events(post, alert24):
+    post("firing-two-instances")
+    post("firing-two-instances")
+    bodies = sent_bodies(alert24)
+    assert bodies[:2] == bodies[2:]
+
+
+@pytest.mark.parametrize(
+    "answers, code, fragment",
+    [
+        pytest.param([503] * 10, 503, "could not be delivered", id="alert24-down-is-503"),
+        pytest.param([429] * 10, 503, "could not be delivered", id="rate-limited-is-503"),
+        pytest.param([400], 422, "Alert24 rejected 1 of 1 events", id="permanent-rejection-is-4xx"),
+        pytest.param([401], 422, "Alert24 rejected", id="bad-api-key-is-4xx"),
+    ],
+)
+def test_answer_codes_for_alert24_trouble(post, answers, code, fragment):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        for status in answers:
+            mock.add(
+                responses.POST,
+                API_URL,
+                status=status,
+                json={"error": {"message": "nope"}},
+                headers={"X-Request-Id": "a24-9"},
+            )
+        r = post("firing-single")
+    assert r.status_code == code
+    assert fragment in r.json["error"]
+    assert "ok" not in r.json
+    if code == 422:
+        assert "a24-9" in r.json["error"]
+
+
+def test_temporary_trouble_outranks_rejection(post):
+    """One event rejected and one failing: Alertmanager should retry soon (503), not wait a group_interval."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(
+            responses.POST,
+            API_URL,
+            status=400,
+            match=[responses.matchers.json_params_matcher({"dedup_key": "913c8c434ab89a6b"}, strict_match=False)],
+        )
+        mock.add(responses.POST, API_URL, status=503)
+        r = post("firing-two-instances")
+    assert r.status_code == 503
+    assert r.json["rejected"] == 1 and r.json["failed"] == 1
+
+
+@pytest.mark.parametrize("env_overrides", [{"DRY_RUN": "true", "ALERT24_INTEGRATION_KEY": None}])
+def test_dry_run_sends_nothing_and_returns_events(post, alert24, env_overrides):
+    r = post("firing-two-instances")
+    assert r.status_code == 200 and r.json["dry_run"] is True
+    assert [e["dedup_key"] for e in r.json["would_send"]] == ["913c8c434ab89a6b", "55b97254facb078e"]
+    assert len(alert24.calls) == 0
+
+
+def test_secrets_never_reach_responses_or_logs(post, capsys):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(
+            responses.POST, API_URL, status=400, json={"error": {"message": f"bad key {INTEGRATION_KEY} {API_KEY}"}}
+        )
+        r = post("firing-single")
+    text = r.get_data(as_text=True) + capsys.readouterr().out
+    assert r.status_code == 422
+    for secret in (SECRET, INTEGRATION_KEY, API_KEY):
+        assert secret not in text
+
+
+def test_request_id_is_taken_or_made_and_sent_on(post, alert24):
+    r = post("firing-single", headers={"X-Request-Id": "nginx-abc-123"})
+    assert r.headers["X-Request-Id"] == "nginx-abc-123"
+    assert alert24.calls[0].request.headers["X-Request-Id"] == "nginx-abc-123"
+    r = post("firing-single", headers={"X-Request-Id": "bad id\twith spaces"})
+    assert r.headers["X-Request-Id"] != "bad id\twith spaces" and len(r.headers["X-Request-Id"]) == 32
+
+
+def test_unexpected_failure_is_json_500_without_traceback(post, capsys):
+    class Broken:
+        def send(self, *a, **kw):
+            raise RuntimeError("boom")
+
+    app = create_app(make_config(), client=Broken(), metrics=Metrics())
+    r = app.test_client().post(
+        "/alertmanager",
+        data=json.dumps(payload("firing-single")),
+        headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"},
+    )
+    assert r.status_code == 500
+    assert r.json == {"error": "internal error; see the adapter's log"}
+    assert "Traceback" not in r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "method, path, code",
+    [("GET", "/alertmanager", 405), ("GET", "/nope", 404), ("GET", "/healthz", 200)],
+)
+def test_other_paths_answer_json(client, method, path, code):
+    r = client.open(path, method=method)
+    assert r.status_code == code and r.is_json
