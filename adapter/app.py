@@ -9,10 +9,22 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import log as logs
+from .alert24 import Alert24Client
+from .config import from_env
 from .errors import AdapterError
+from .forwarder import Forwarder, Target
+from .metrics import Metrics
+from .views import bp, client_address
 
 access = logging.getLogger("alert24_adapter.webhook")
-OUTCOMES = {400: "bad_request", 401: "unauthorized", 404: "unknown_route", 413: "too_large", 415: "not_json"}
+OUTCOMES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "unknown_route",
+    408: "body_timeout",
+    413: "too_large",
+    415: "not_json",
+}
 
 
 class Runtime:
@@ -29,7 +41,12 @@ class Runtime:
         started = request.environ.get("alert24_adapter.started", time.monotonic())
         seconds = time.monotonic() - started
         self.metrics.webhook_seconds.observe(seconds)
-        fields = {"outcome": outcome, "status": status, "duration_ms": round(seconds * 1000, 1)}
+        fields = {
+            "outcome": outcome,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 1),
+            "client": client_address(request.environ, self.config.trusted_proxies),
+        }
         if notification is not None:
             fields.update(
                 receiver=notification.receiver,
@@ -43,12 +60,6 @@ class Runtime:
 
 def create_app(config=None, client=None, metrics=None) -> Flask:
     """Build the WSGI app from a Config (default: from the environment), with an optional injected client."""
-    from .alert24 import Alert24Client
-    from .config import from_env
-    from .forwarder import Forwarder, Target
-    from .metrics import Metrics
-    from .views import bp
-
     if config is None:
         config = from_env()
     logs.setup(config.log_format, config.log_level)
@@ -94,6 +105,9 @@ def create_app(config=None, client=None, metrics=None) -> Flask:
         rt = app.extensions["alert24_adapter"]
         response = jsonify(error=message)
         response.status_code = status
+        if status in (408, 413):
+            # The unread rest of the body would otherwise be drained from a client we just refused.
+            response.headers["Connection"] = "close"
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="alert24-adapter", Basic realm="alert24-adapter"'
         if request.path.startswith("/alertmanager"):

@@ -37,6 +37,8 @@ class Config:
     rules: EventRules = EventRules()
     log_format: str = "json"
     log_level: str = "INFO"
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    body_timeout: float = 10.0
 
     def masked(self) -> dict[str, object]:
         """The effective settings as plain data, with every secret replaced by a mask."""
@@ -107,6 +109,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         rules=rules,
         log_format=env.choice("LOG_FORMAT", "json", ("json", "text")),
         log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+        trusted_proxies=tuple(
+            p.strip() for p in env.text("FORWARDED_ALLOW_IPS", "127.0.0.1,::1").split(",") if p.strip()
+        ),
+        body_timeout=env.number("BODY_READ_TIMEOUT", 10.0, 0.5, 120),
     )
     if env.problems:
         raise ConfigError("\n".join(env.problems))

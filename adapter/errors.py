@@ -36,6 +36,12 @@ class PayloadError(AdapterError):
     status = 400
 
 
+class BodyTimeout(AdapterError):
+    """The request body did not arrive in time."""
+
+    status = 408
+
+
 class UnknownRoute(AdapterError):
     """The URL names a route that is not configured."""
 

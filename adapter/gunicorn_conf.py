@@ -51,20 +51,17 @@ if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"
 
 # prometheus_client's multiprocess mode: every worker writes its own files into one directory,
-# and a scrape sums them. The directory must exist before prometheus_client is imported.
+# and a scrape sums them. The directory must be set before prometheus_client is imported, and
+# start empty: files left by an earlier run would be counted again.
 _owned_metrics_dir = None
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    for _name in os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"]):
+        if _name.endswith(".db"):
+            os.unlink(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], _name))
+else:
     _owned_metrics_dir = tempfile.mkdtemp(prefix="alert24-adapter-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _owned_metrics_dir
-
-
-def on_starting(server):
-    """Start from an empty metrics directory: files left by an earlier run would be counted again."""
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    os.makedirs(directory, exist_ok=True)
-    for name in os.listdir(directory):
-        if name.endswith(".db"):
-            os.unlink(os.path.join(directory, name))
 
 
 def on_reload(server):

@@ -11,9 +11,10 @@ import time
 import uuid
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import ClientDisconnected
 
 from . import alertmanager, log
-from .errors import PayloadError, Unauthorized, UnsupportedMediaType
+from .errors import BodyTimeout, PayloadError, Unauthorized, UnsupportedMediaType
 from .forwarder import Report
 
 bp = Blueprint("adapter", __name__)
@@ -50,7 +51,7 @@ def alertmanager_webhook():
     authenticate(request.headers.get("Authorization", ""), rt.config.shared_secrets)
     if not request.is_json:
         raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
-    notification = alertmanager.parse(decode(request.get_data(cache=False)))
+    notification = alertmanager.parse(decode(read_body(rt.config.body_timeout)))
     report = rt.forwarder.forward(notification, target, request.environ["alert24_adapter.request_id"])
     return answer(report, notification)
 
@@ -97,6 +98,30 @@ def authenticate(header: str, secrets: tuple[str, ...]) -> None:
         matched |= hmac.compare_digest(offered, secret.encode("utf-8"))
     if not credentials or not matched:
         raise Unauthorized("missing or wrong credentials")
+
+
+def read_body(timeout: float) -> bytes:
+    """The request body, refused (413) when over the limit and cut off (408) when it trickles in too slowly."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        # gunicorn itself puts no time limit on reading a body; without one a slow client holds a thread forever.
+        sock.settimeout(timeout)
+    try:
+        return request.get_data(cache=False)
+    except (TimeoutError, ClientDisconnected):
+        raise BodyTimeout(f"the body did not arrive within {timeout:g} s") from None
+    finally:
+        if sock is not None:
+            sock.settimeout(None)
+
+
+def client_address(environ: dict, trusted: tuple[str, ...]) -> str:
+    """The client's address: the nearest X-Forwarded-For hop when the peer is a trusted proxy."""
+    peer = environ.get("REMOTE_ADDR", "")
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+    if forwarded and ("*" in trusted or peer in trusted):
+        return forwarded.split(",")[-1].strip()[:64]
+    return peer
 
 
 def decode(body: bytes):

@@ -1,0 +1,141 @@
+"""A real Alertmanager drives the adapter under gunicorn; only Alert24 is a local fake."""
+
+import time
+from datetime import datetime
+
+from .conftest import BEARER, INTEGRATION_KEY
+from .harness import Alertmanager, free_port, post_alerts, wait_until
+
+DISK_1 = ("alertname=DiskFull", "severity=warning", "instance=db-1:9100", "job=node")
+DISK_2 = ("alertname=DiskFull", "severity=warning", "instance=db-2:9100", "job=node")
+
+
+def accepted(fake, action=None):
+    return [b for b in fake.accepted() if action is None or b["event_action"] == action]
+
+
+def test_fire_then_resolve(procs, fake, start_adapter):
+    """Fire: exactly one trigger with the mapped fields; resolve: a resolve with the same dedup_key."""
+    adapter = start_adapter()
+    am = Alertmanager(procs, f"{adapter.url}/alertmanager", http_config=BEARER)
+    am.fire(
+        "alertname=HighErrorRate",
+        "severity=critical",
+        "service=payments",
+        "instance=pay-1:9100",
+        annotations={"summary": "Error rate above 5%", "runbook_url": "https://wiki.example/runbook"},
+    )
+    [trigger] = wait_until(lambda: accepted(fake, "trigger"), 20, "the trigger")
+    assert trigger["integration_key"] == INTEGRATION_KEY
+    assert trigger["payload"]["summary"] == "Error rate above 5%"
+    assert trigger["payload"]["severity"] == "critical"
+    assert trigger["payload"]["source"] == "payments"
+    assert {"href": "https://wiki.example/runbook", "text": "Runbook"} in trigger["links"]
+    assert any(link["text"] == "Silence" for link in trigger["links"])
+
+    am.resolve("alertname=HighErrorRate", "severity=critical", "service=payments", "instance=pay-1:9100")
+    [resolve] = wait_until(lambda: accepted(fake, "resolve"), 20, "the resolve")
+    assert resolve["dedup_key"] == trigger["dedup_key"]
+    assert len(accepted(fake, "trigger")) == 1
+    assert fake.requests[0]["headers"]["Authorization"] == "Bearer e2e-api-key"
+
+
+def test_two_instances_are_two_incidents(procs, fake, start_adapter):
+    """Two alerts of one alertname in one group: two incidents; resolving one resolves only that one."""
+    adapter = start_adapter()
+    am = Alertmanager(procs, f"{adapter.url}/alertmanager", http_config=BEARER)
+    am.fire(*DISK_1)
+    am.fire(*DISK_2)
+    triggers = wait_until(lambda: len(accepted(fake, "trigger")) >= 2 and accepted(fake, "trigger"), 20, "2 triggers")
+    keys = {t["payload"]["custom_details"]["labels"]["instance"]: t["dedup_key"] for t in triggers}
+    assert len(set(keys.values())) == 2
+
+    am.resolve(*DISK_1)
+    [resolve] = wait_until(lambda: accepted(fake, "resolve"), 20, "the resolve of db-1")
+    assert resolve["dedup_key"] == keys["db-1:9100"]
+    time.sleep(3)  # another group_interval: db-2 must not be resolved by anything
+    assert [r["dedup_key"] for r in accepted(fake, "resolve")] == [keys["db-1:9100"]]
+
+
+def test_alert24_outage_loses_nothing(procs, fake, start_adapter):
+    """Alert24 answers 503 for a while, during the trigger and again during the resolve: both arrive once."""
+    adapter = start_adapter()
+    am = Alertmanager(procs, f"{adapter.url}/alertmanager", http_config=BEARER)
+    outages = []
+
+    def outage(seconds):
+        fake.fail_for(seconds)
+        outages.append((time.time(), time.time() + seconds))
+
+    outage(5)
+    am.fire(*DISK_1)
+    [trigger] = wait_until(lambda: accepted(fake, "trigger"), 40, "the trigger after the outage")
+    outage(5)
+    am.resolve(*DISK_1)
+    [resolve] = wait_until(lambda: accepted(fake, "resolve"), 40, "the resolve after the outage")
+    assert resolve["dedup_key"] == trigger["dedup_key"]
+    time.sleep(3)  # another group_interval: nothing more may arrive
+    assert len(accepted(fake)) == 2, "each event accepted exactly once"
+
+    answers = adapter.webhooks()
+    assert [w["status"] for w in answers].count(503) >= 2, "the adapter told Alertmanager about both outages"
+    for w in answers:
+        if w["status"] == 200:
+            at = datetime.fromisoformat(w["ts"].replace("Z", "+00:00")).timestamp()
+            assert not any(start <= at < end - 0.2 for start, end in outages), f"2xx during an outage: {w}"
+
+
+def test_ha_pair_sends_one_incident(procs, fake, start_adapter):
+    """Two clustered Alertmanagers that both send: identical dedup_keys, so one incident."""
+    adapter = start_adapter()
+    p1, p2 = free_port(), free_port()
+    # A short peer timeout makes the second member send before it hears the first one did.
+    flags = ("--cluster.peer-timeout=10ms", "--cluster.settle-timeout=2s", "--cluster.gossip-interval=2s")
+    am1 = Alertmanager(procs, f"{adapter.url}/alertmanager", "am1", BEARER, p1, (p2,), extra_flags=flags)
+    am2 = Alertmanager(procs, f"{adapter.url}/alertmanager", "am2", BEARER, p2, (p1,), extra_flags=flags)
+    for am in (am1, am2):
+        am.fire(*DISK_1)
+
+    def from_both():
+        senders = {b["links"][-1]["href"].split("/#")[0] for b in accepted(fake, "trigger")}
+        return len(senders) == 2 and senders
+
+    wait_until(from_both, 30, "a trigger from each Alertmanager")
+    assert len({b["dedup_key"] for b in accepted(fake, "trigger")}) == 1
+
+
+def test_rate_limit_and_dropped_connection(procs, fake, start_adapter):
+    """429 with Retry-After, then a connection dropped mid-request: delivered, nothing lost."""
+    adapter = start_adapter()
+    am = Alertmanager(procs, f"{adapter.url}/alertmanager", http_config=BEARER)
+    fake.fail(429, times=1, retry_after="1")
+    fake.drop(1)
+    am.fire(*DISK_1)
+    [trigger] = wait_until(lambda: accepted(fake, "trigger"), 20, "the trigger")
+    assert [r["status"] for r in fake.requests[:3]] == [429, None, 202]
+    assert trigger["dedup_key"]
+
+
+def test_300_alert_group_against_slow_alert24(procs, fake, start_adapter):
+    """300 alerts in one group, 100 ms per Alert24 call: delivered within Alertmanager's timeout."""
+    adapter = start_adapter(WEBHOOK_TIME_BUDGET="7", ALERT24_RETRIES="4")
+    am = Alertmanager(procs, f"{adapter.url}/alertmanager", http_config=BEARER)
+    fake.latency = 0.1
+    post_alerts(am.url, [{"labels": {"alertname": "Storm", "instance": f"host-{i}:9100"}} for i in range(300)])
+    wait_until(lambda: len(accepted(fake)) >= 300, 30, "300 triggers")
+    assert len({b["dedup_key"] for b in accepted(fake)}) == 300
+    [answer] = [w for w in adapter.webhooks() if w.get("alerts") == 300]
+    assert answer["status"] == 200 and answer["duration_ms"] < 10_000
+
+
+def test_permanent_rejection_is_not_delivered_and_resent(procs, fake, start_adapter):
+    """Alert24 rejects with 400: the adapter answers 4xx, and Alertmanager resends at the next group_interval."""
+    adapter = start_adapter()
+    am = Alertmanager(procs, f"{adapter.url}/alertmanager", http_config=BEARER)
+    fake.fail(400, times=1)
+    am.fire(*DISK_1)
+    [trigger] = wait_until(lambda: accepted(fake, "trigger"), 30, "the trigger after the rejection")
+    assert fake.requests[0]["status"] == 400
+    statuses = [w["status"] for w in adapter.webhooks()]
+    assert statuses[0] == 422 and 200 in statuses
+    assert trigger["dedup_key"] == fake.requests[0]["body"]["dedup_key"]

@@ -1,0 +1,111 @@
+"""The adapter under gunicorn alone: start-up failures, slow and huge clients, several workers."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from .conftest import SECRET
+from .harness import ROOT, free_port
+
+
+def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 20) -> bytes:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    data = b""
+    try:
+        sock.sendall(head + body)
+        while chunk := sock.recv(65536):
+            data += chunk
+            if b"\r\n\r\n" in data:
+                headers, _, rest = data.partition(b"\r\n\r\n")
+                length = [line for line in headers.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+                if length and len(rest) >= int(length[0].split(b":")[1]):
+                    break
+    finally:
+        sock.close()
+    return data
+
+
+def test_bad_config_stops_gunicorn_with_one_line():
+    """No SHARED_SECRET: gunicorn exits non-zero at once, with one clear line, instead of respawning workers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHARED_SECRET", "ALERT24_", "DRY_RUN"))}
+    env.update(HOST="127.0.0.1", PORT=str(free_port()), ALERT24_INTEGRATION_KEY="k", ALERT24_CONCURRENCY="many")
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "configuration error" in line]
+    assert errors == [
+        "alert24-adapter: configuration error: SHARED_SECRET is not set: set it (or SHARED_SECRET_FILE) to the "
+        "secret Alertmanager sends, or set ALLOW_UNAUTHENTICATED=true",
+        "alert24-adapter: configuration error: ALERT24_CONCURRENCY must be a whole number from 1 to 256",
+    ]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "Booting worker" not in result.stderr
+
+
+def test_huge_body_is_refused_from_content_length(fake, start_adapter):
+    """A 50 MB Content-Length is answered 413 without reading the body."""
+    adapter = start_adapter()
+    head = (
+        b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {SECRET}\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n".encode()
+    )
+    answer = raw_request(adapter.port, head, b"{")
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert b'"error"' in answer
+    assert not fake.requests
+
+
+def test_trickling_body_is_cut_off(fake, start_adapter):
+    """A body that stops arriving frees its thread after BODY_READ_TIMEOUT with a 408."""
+    adapter = start_adapter(BODY_READ_TIMEOUT="1")
+    head = (
+        b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {SECRET}\r\nContent-Length: 1000\r\n\r\n".encode()
+    )
+    started = time.monotonic()
+    answer = raw_request(adapter.port, head, b'{"alerts": [')
+    assert time.monotonic() - started < 10
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    [line] = adapter.webhooks()
+    assert line["outcome"] == "body_timeout"
+
+
+def test_metrics_are_summed_over_workers(fake, start_adapter):
+    """With 2 workers, every scrape returns the sum of what all workers counted."""
+    adapter = start_adapter(WEB_CONCURRENCY="2", GUNICORN_THREADS="1")
+    body = json.dumps({"alerts": [{"status": "firing", "labels": {"alertname": "A"}}]}).encode()
+    head = (
+        b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        + f"Authorization: Bearer {SECRET}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
+    for _ in range(40):
+        assert raw_request(adapter.port, head, body).startswith(b"HTTP/1.1 200")
+    served_by = {w["pid"] for w in adapter.webhooks()}
+    assert len(served_by) == 2, "both workers served webhooks"
+    for _ in range(4):  # whichever worker answers the scrape, the totals are the same
+        metrics = scrape(adapter.url)
+        assert metrics['alert24_adapter_webhooks_total{code="200",outcome="delivered"}'] == 40.0
+        assert metrics['alert24_adapter_events_total{action="trigger",dedup_by="alert",result="accepted"}'] == 40.0
+        assert metrics['alert24_adapter_alerts_received_total{status="firing"}'] == 40.0
+
+
+def scrape(url: str) -> dict[str, float]:
+    """The samples of one /metrics scrape, by name with labels."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:  # noqa: S310
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
