@@ -81,6 +81,10 @@ def parse(data: Any) -> Notification:
     if isinstance(truncated, bool) or not isinstance(truncated, int) or truncated < 0:
         raise PayloadError("'truncatedAlerts' must be a whole number of at least 0")
 
+    # Validated though unused, so that a malformed sender is told rather than half-understood.
+    _string(data, "version", "version")
+    _string_map(data.get("commonLabels"), "commonLabels")
+    _string_map(data.get("commonAnnotations"), "commonAnnotations")
     return Notification(
         receiver=_string(data, "receiver", "receiver"),
         status=status,
@@ -140,13 +144,15 @@ def _string_map(value: Any, where: str) -> dict[str, str]:
 
 
 def _timestamp(obj: dict, key: str, where: str) -> str | None:
+    """A valid RFC 3339 timestamp, or None for unset and for values that are not one.
+
+    A bad timestamp must not cost the page, so it is left out rather than refused.
+    """
     value = _string(obj, key, f"{where}.{key}")
-    if not value or value == ZERO_TIME:
+    if not value or value == ZERO_TIME or not _RFC3339.fullmatch(value):
         return None
-    if not _RFC3339.fullmatch(value):
-        raise PayloadError(f"{where}.{key} must be an RFC 3339 timestamp")
     try:
         datetime.strptime(value[:19].replace("t", "T").replace(" ", "T"), "%Y-%m-%dT%H:%M:%S")
     except ValueError:
-        raise PayloadError(f"{where}.{key} must be an RFC 3339 timestamp") from None
+        return None
     return value

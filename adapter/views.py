@@ -9,6 +9,7 @@ import json
 import re
 import time
 import uuid
+from importlib import resources
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
@@ -71,6 +72,13 @@ def readyz():
         dry_run=rt.config.dry_run,
         last_delivery=rt.forwarder.last_delivery,
     )
+
+
+@bp.get("/openapi.yaml")
+def openapi():
+    """The OpenAPI description of this interface."""
+    text = resources.files("adapter").joinpath("openapi.yaml").read_bytes()
+    return Response(text, content_type="application/yaml")
 
 
 @bp.get("/metrics")

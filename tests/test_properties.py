@@ -1,0 +1,136 @@
+"""Hostile and arbitrary input, generated: never a 5xx, and every limit holds for every valid payload."""
+
+import json
+
+import pytest
+import responses
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapter import create_app
+from adapter.alertmanager import fingerprint, parse
+from adapter.mapping import MAX_BODY_BYTES, MAX_DEDUP_KEY, MAX_SUMMARY, EventRules, encode, map_notification
+from adapter.metrics import Metrics
+
+from .conftest import API_URL, SECRET, make_config
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+HEADERS = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=30,
+)
+label_names = st.text(min_size=1, max_size=30)
+label_values = st.text(max_size=200)
+labels = st.dictionaries(label_names, label_values, max_size=12)
+timestamps = st.sampled_from(
+    ["2026-05-28T14:23:00Z", "2026-05-28T14:23:00.123456789+02:00", "0001-01-01T00:00:00Z", ""]
+)
+urls = st.one_of(st.text(max_size=50), st.builds(lambda s: "https://example.com/" + s, st.text(max_size=50)))
+alerts = st.fixed_dictionaries(
+    {"status": st.sampled_from(["firing", "resolved"]), "labels": labels},
+    optional={
+        "annotations": st.dictionaries(st.text(max_size=20), st.text(max_size=3000), max_size=6),
+        "startsAt": timestamps,
+        "endsAt": timestamps,
+        "generatorURL": urls,
+        "fingerprint": st.one_of(st.text(max_size=20), st.from_regex(r"\A[0-9a-f]{16}\Z")),
+    },
+)
+payloads = st.fixed_dictionaries(
+    {"alerts": st.lists(alerts, max_size=8)},
+    optional={
+        "version": st.just("4"),
+        "status": st.sampled_from(["firing", "resolved"]),
+        "groupKey": st.text(max_size=300),
+        "receiver": st.text(max_size=30),
+        "groupLabels": labels,
+        "externalURL": urls,
+        "truncatedAlerts": st.integers(min_value=0, max_value=10_000),
+        "somethingNew": json_values,
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def client():
+    app = create_app(make_config(), metrics=Metrics())
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def alert24():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add(responses.POST, API_URL, status=202, json={"status": "success"})
+        yield mock
+
+
+def assert_json_answer(r):
+    assert r.status_code < 500, r.get_data(as_text=True)
+    assert r.is_json
+    body = r.get_json()
+    assert ("ok" in body) if r.status_code < 300 else isinstance(body.get("error"), str)
+    assert "Traceback" not in r.get_data(as_text=True)
+
+
+@SETTINGS
+@given(value=json_values)
+def test_any_json_value_gets_a_json_answer(client, alert24, value):
+    assert_json_answer(client.post("/alertmanager", data=json.dumps(value), headers=HEADERS))
+
+
+@SETTINGS
+@given(body=st.binary(max_size=2000))
+def test_any_byte_string_gets_a_json_answer(client, alert24, body):
+    assert_json_answer(client.post("/alertmanager", data=body, headers=HEADERS))
+
+
+@SETTINGS
+@given(data=payloads)
+def test_any_valid_payload_is_delivered(client, alert24, data):
+    r = client.post("/alertmanager", data=json.dumps(data), headers=HEADERS)
+    assert_json_answer(r)
+    assert r.status_code == 200
+
+
+@SETTINGS
+@given(data=payloads, dedup_by=st.sampled_from(["alert", "group"]))
+def test_every_event_keeps_every_limit(data, dedup_by):
+    events = map_notification(parse(data), EventRules(dedup_by=dedup_by))
+    if dedup_by == "alert":
+        assert len(events) == len(data["alerts"])
+    for event in events:
+        body = encode(event, "integration-key")
+        assert len(body) <= MAX_BODY_BYTES
+        decoded = json.loads(body)
+        assert 0 < len(decoded["dedup_key"]) <= MAX_DEDUP_KEY
+        assert len(decoded["payload"]["summary"]) <= MAX_SUMMARY
+        assert decoded["event_action"] in ("trigger", "resolve")
+        for link in decoded["links"]:
+            assert link["href"].startswith(("http://", "https://")) and link["text"]
+
+
+@SETTINGS
+@given(data=payloads)
+def test_mapping_is_deterministic(data):
+    """The same payload always gives the same events: resending a group is safe."""
+    first = [encode(e, "k") for e in map_notification(parse(data), EventRules())]
+    again = [encode(e, "k") for e in map_notification(parse(json.loads(json.dumps(data))), EventRules())]
+    assert first == again
+
+
+@SETTINGS
+@given(labels=labels)
+def test_fingerprint_ignores_label_order(labels):
+    assert fingerprint(dict(reversed(list(labels.items())))) == fingerprint(labels)
+    assert len(fingerprint(labels)) == 16
+
+
+@SETTINGS
+@given(a=labels, b=labels)
+def test_different_label_sets_get_different_fingerprints(a, b):
+    nonempty = lambda d: {k: v for k, v in d.items() if v}  # noqa: E731
+    if nonempty(a) != nonempty(b):
+        assert fingerprint(a) != fingerprint(b)
