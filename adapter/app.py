@@ -78,6 +78,8 @@ def create_app(config=None, client=None, metrics=None) -> Flask:
             concurrency=config.concurrency,
         )
     metrics = metrics or Metrics()
+    metrics.reload_ok.set(1)
+    metrics.reload_time.set_to_current_time()
     forwarder = Forwarder(client, metrics, config.time_budget, config.dry_run)
     target = Target("default", config.integration_key, config.rules)
 

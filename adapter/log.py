@@ -40,10 +40,18 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time of each record, so redirected output sees every line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
+
+
 def setup(fmt: str = "json", level: str = "INFO") -> None:
     """Send the adapter's logs to stdout in the chosen format; idempotent."""
     logger = logging.getLogger("alert24_adapter")
-    handler = logging.StreamHandler(sys.stdout)
+    handler = StdoutHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     logger.handlers[:] = [handler]
     logger.setLevel(level)

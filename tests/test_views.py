@@ -187,8 +187,10 @@ def test_secrets_never_reach_responses_or_logs(post, capsys):
             responses.POST, API_URL, status=400, json={"error": {"message": f"bad key {INTEGRATION_KEY} {API_KEY}"}}
         )
         r = post("firing-single")
-    text = r.get_data(as_text=True) + capsys.readouterr().out
+    logs = capsys.readouterr().out
+    text = r.get_data(as_text=True) + logs
     assert r.status_code == 422
+    assert "event not delivered" in logs and "[redacted]" in logs, "the log lines were seen"
     for secret in (SECRET, INTEGRATION_KEY, API_KEY):
         assert secret not in text
 

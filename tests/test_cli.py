@@ -1,0 +1,144 @@
+"""The alert24-adapter command: check-config, render, send-test and serve, with their outputs and exit codes."""
+
+import io
+import json
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from adapter import cli, create_app
+from adapter.metrics import Metrics
+
+from .conftest import API_KEY, BASE_ENV, INTEGRATION_KEY, PAYLOADS, SECRET, make_config
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for name in list(__import__("os").environ):
+        if name.startswith(("SHARED_SECRET", "ALERT24_", "DRY_RUN", "ALLOW_UNAUTH", "ADAPTER_CONFIG")):
+            monkeypatch.delenv(name)
+    for name, value in BASE_ENV.items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
+
+
+def test_check_config_prints_the_effective_config_masked(env, capsys):
+    assert cli.main(["check-config"]) == 0
+    out, err = capsys.readouterr()
+    shown = json.loads(out)
+    assert shown["integration_key"] == "********" and shown["shared_secrets"] == ["********"]
+    assert shown["api_url"] == BASE_ENV["ALERT24_API_URL"] and shown["rules"]["dedup_by"] == "alert"
+    assert "configuration OK" in err
+    for secret in (SECRET, INTEGRATION_KEY, API_KEY):
+        assert secret not in out + err
+
+
+def test_check_config_reports_each_problem_on_its_own_line(env, capsys):
+    env.delenv("SHARED_SECRET")
+    env.setenv("DEDUP_BY", "nope")
+    assert cli.main(["check-config"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("alert24-adapter: configuration error: SHARED_SECRET is not set")
+    assert lines[1] == "alert24-adapter: configuration error: DEDUP_BY must be one of alert, group"
+
+
+def test_render_explains_each_event(env, capsys):
+    assert cli.main(["render", "--example", "multi"]) == 0
+    out = capsys.readouterr().out
+    assert "event 1 of 2: resolve dedup_key=913c8c434ab89a6b severity=warning" in out
+    assert "event 2 of 2: trigger dedup_key=55b97254facb078e severity=warning" in out
+    assert "severity: label severity='warning' maps to warning" in out
+    assert "dedup: dedup_by=alert: the alert's fingerprint" in out
+    assert INTEGRATION_KEY not in out
+
+
+def test_render_json_from_a_file_in_group_mode(env, capsys):
+    env.setenv("DEDUP_BY", "group")
+    assert cli.main(["render", "--json", str(PAYLOADS / "firing-two-instances.json")]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    event = json.loads(line)
+    assert event["dedup_key"].startswith("group-") and event["why"]["dedup"].startswith("dedup_by=group")
+
+
+def test_render_reads_standard_input_and_needs_no_secrets(env, capsys):
+    env.delenv("SHARED_SECRET")
+    env.delenv("ALERT24_INTEGRATION_KEY")
+    env.setattr("sys.stdin", io.StringIO((PAYLOADS / "firing-single.json").read_text()))
+    assert cli.main(["render", "-"]) == 0
+    assert "trigger dedup_key=114048fe91a99bfd severity=critical" in capsys.readouterr().out
+
+
+def test_render_refuses_a_bad_payload(env, capsys, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"alerts": [{"status": "firing"}]}')
+    assert cli.main(["render", str(bad)]) == 1
+    assert "alerts[0] has no 'labels' object" in capsys.readouterr().err
+
+
+@pytest.fixture
+def running_adapter(alert24):
+    app = create_app(make_config(), metrics=Metrics())
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/alertmanager"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+def test_send_test_fires_and_resolves(env, capsys, running_adapter, alert24):
+    alert24.add_passthru("http://127.0.0.1")
+    assert cli.main(["send-test", "--url", running_adapter, "--resolve"]) == 0
+    # The in-process adapter logs to the same stdout; keep the command's own lines.
+    out = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("{")]
+    assert out[0].startswith("firing: HTTP 200") and out[1].startswith("resolved: HTTP 200")
+    sent = [json.loads(c.request.body) for c in alert24.calls if "alert24.test" in c.request.url]
+    assert [s["event_action"] for s in sent] == ["trigger", "resolve"]
+    assert sent[0]["dedup_key"] == sent[1]["dedup_key"]
+    assert sent[0]["payload"]["custom_details"]["labels"]["alertname"] == "Alert24AdapterTest"
+
+
+def test_send_test_fails_with_a_wrong_secret(env, capsys, running_adapter, alert24):
+    alert24.add_passthru("http://127.0.0.1")
+    env.setenv("SHARED_SECRET", "not-the-one")
+    assert cli.main(["send-test", "--url", running_adapter]) == 1
+    assert "firing: HTTP 401" in capsys.readouterr().out
+
+
+def test_send_test_reports_an_unreachable_adapter(env, capsys):
+    assert cli.main(["send-test", "--url", "http://127.0.0.1:9/alertmanager", "--timeout", "2"]) == 1
+    assert "could not reach" in capsys.readouterr().err
+
+
+def test_serve_runs_gunicorn_with_the_shipped_settings(env, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli.os, "execvp", lambda exe, argv: calls.append(argv))
+    cli.main(["serve", "--", "--workers", "3"])
+    [argv] = calls
+    assert argv[1:] == [
+        "-m",
+        "gunicorn",
+        "--config",
+        "python:adapter.gunicorn_conf",
+        "--workers",
+        "3",
+        "adapter.wsgi:app",
+    ]
+
+
+@pytest.mark.parametrize("command", ["check-config", "render", "send-test", "serve"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    assert done.value.code == 0
+    assert "usage: alert24-adapter" in capsys.readouterr().out
+
+
+def test_wrong_usage_exits_2(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["frobnicate"])
+    assert done.value.code == 2
