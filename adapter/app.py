@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import log as logs
 from .alert24 import Alert24Client
-from .config import from_env
-from .errors import AdapterError
+from .config import Config, from_env
+from .errors import AdapterError, ConfigError, UnknownRoute
 from .forwarder import Forwarder, Target
 from .metrics import Metrics
 from .views import bp, client_address
 
+log = logging.getLogger("alert24_adapter")
 access = logging.getLogger("alert24_adapter.webhook")
 OUTCOMES = {
     400: "bad_request",
@@ -27,14 +32,67 @@ OUTCOMES = {
 }
 
 
-class Runtime:
-    """What the views need at request time: the config, the forwarder, the metrics and the default target."""
+@dataclasses.dataclass(frozen=True)
+class State:
+    """One consistent view of the configuration and the targets it defines; replaced whole on reload."""
 
-    def __init__(self, config, forwarder, metrics, default_target):
-        self.config = config
+    config: Config
+    default: Target | None
+    routes: dict[str, Target]
+
+    @classmethod
+    def of(cls, config: Config) -> State:
+        default = None
+        if config.integration_key or config.dry_run:
+            default = Target("default", config.integration_key, config.rules, config.shared_secrets)
+        routes = {
+            r.name: Target(
+                r.name,
+                r.integration_key,
+                r.rules,
+                config.shared_secrets if r.shared_secrets is None else r.shared_secrets,
+            )
+            for r in config.routes
+        }
+        return cls(config, default, routes)
+
+    def target(self, route: str | None) -> Target:
+        """The target of /alertmanager (route None) or /alertmanager/<route>; UnknownRoute when there is none."""
+        if route is None:
+            if self.default is None:
+                raise UnknownRoute("no default route: set ALERT24_INTEGRATION_KEY, or post to /alertmanager/<route>")
+            return self.default
+        found = self.routes.get(route)
+        if found is None:
+            raise UnknownRoute("no such route; the routes are named in the ADAPTER_CONFIG file")
+        return found
+
+
+class Runtime:
+    """What the views need at request time: the current State, the forwarder and the metrics."""
+
+    def __init__(self, state: State, forwarder: Forwarder, metrics: Metrics, environ: Mapping[str, str] | None):
+        self.state = state
         self.forwarder = forwarder
         self.metrics = metrics
-        self.default_target = default_target
+        self.environ = environ
+
+    def reload(self) -> bool:
+        """Re-read the configuration (the ADAPTER_CONFIG file and any secret files); keep the old one if broken."""
+        try:
+            config = from_env(self.environ)
+        except ConfigError as exc:
+            self.metrics.reload_ok.set(0)
+            log.error(
+                "configuration reload failed; the previous configuration stays in force",
+                extra={"problems": str(exc).splitlines()},
+            )
+            return False
+        self.state = State.of(config)
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_time.set_to_current_time()
+        log.info("configuration reloaded", extra={"routes": sorted(self.state.routes)})
+        return True
 
     def log_webhook(self, notification, outcome: str, status: int, counts: dict) -> None:
         """The one log line per webhook."""
@@ -45,8 +103,11 @@ class Runtime:
             "outcome": outcome,
             "status": status,
             "duration_ms": round(seconds * 1000, 1),
-            "client": client_address(request.environ, self.config.trusted_proxies),
+            "client": client_address(request.environ, self.state.config.trusted_proxies),
         }
+        route = request.view_args.get("route") if request.view_args else None
+        if route:
+            fields["route"] = route
         if notification is not None:
             fields.update(
                 receiver=notification.receiver,
@@ -58,12 +119,22 @@ class Runtime:
         access.log(level, "webhook %s", outcome, extra=fields)
 
 
-def create_app(config=None, client=None, metrics=None) -> Flask:
-    """Build the WSGI app from a Config (default: from the environment), with an optional injected client."""
+def create_app(
+    config: Config | None = None,
+    client=None,
+    metrics: Metrics | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Flask:
+    """Build the WSGI app.
+
+    The config defaults to one built from `environ` (default: the process environment), which is also
+    what `reload_config()` re-reads. `client`, `metrics` and `clock` can be injected for tests.
+    """
     if config is None:
-        config = from_env()
+        config = from_env(environ)
     logs.setup(config.log_format, config.log_level)
-    log = logging.getLogger("alert24_adapter")
     if not config.shared_secrets:
         log.warning("ALLOW_UNAUTHENTICATED=true: anyone who can reach this service can page your on-call")
     if config.dry_run:
@@ -80,15 +151,17 @@ def create_app(config=None, client=None, metrics=None) -> Flask:
     metrics = metrics or Metrics()
     metrics.reload_ok.set(1)
     metrics.reload_time.set_to_current_time()
-    forwarder = Forwarder(client, metrics, config.time_budget, config.dry_run)
-    target = Target("default", config.integration_key, config.rules)
+    forwarder = Forwarder(client, metrics, config.time_budget, config.dry_run, clock=clock)
+    runtime = Runtime(State.of(config), forwarder, metrics, os.environ if environ is None else environ)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.compact = True
     app.json.sort_keys = False
-    app.extensions["alert24_adapter"] = Runtime(config, forwarder, metrics, target)
+    app.extensions["alert24_adapter"] = runtime
     app.register_blueprint(bp)
+    # gunicorn's on_reload hook (SIGHUP) calls this in the master before forking new workers.
+    app.reload_config = runtime.reload
 
     @app.errorhandler(AdapterError)
     def _adapter_error(exc: AdapterError):
@@ -108,7 +181,6 @@ def create_app(config=None, client=None, metrics=None) -> Flask:
         return _error(500, "internal error; see the adapter's log")
 
     def _error(status: int, message: str):
-        rt = app.extensions["alert24_adapter"]
         response = jsonify(error=message)
         response.status_code = status
         if status in (408, 413):
@@ -118,8 +190,8 @@ def create_app(config=None, client=None, metrics=None) -> Flask:
             response.headers["WWW-Authenticate"] = 'Bearer realm="alert24-adapter", Basic realm="alert24-adapter"'
         if request.path.startswith("/alertmanager"):
             outcome = OUTCOMES.get(status, "error")
-            rt.metrics.webhooks.labels(outcome, str(status)).inc()
-            rt.log_webhook(None, outcome, status, {"error": message})
+            runtime.metrics.webhooks.labels(outcome, str(status)).inc()
+            runtime.log_webhook(None, outcome, status, {"error": message})
         return response
 
     return app

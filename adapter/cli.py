@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
 import json
 import os
 import sys
+from datetime import datetime, timezone
 from importlib import resources
 
 from . import alertmanager
 from .config import from_env
 from .errors import AdapterError, ConfigError
-from .mapping import map_notification
+from .mapping import plan
 from .version import __version__
 
 EXAMPLES = ("firing", "resolved", "multi")
@@ -102,7 +102,20 @@ def render(args) -> int:
     except (AdapterError, OSError, ValueError) as exc:
         print(f"alert24-adapter: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
-    events = map_notification(notification, config.rules)
+    rules = config.rules
+    if args.route:
+        routes = {r.name: r for r in config.routes}
+        if args.route not in routes:
+            print(f"alert24-adapter: no route {args.route!r} in ADAPTER_CONFIG", file=sys.stderr)
+            return 1
+        rules = routes[args.route].rules
+    planned = plan(notification, rules, datetime.now(timezone.utc))
+    events = planned.events
+    for alert, rule in planned.dropped:
+        if args.json:
+            print(json.dumps({"dropped": alert.fingerprint, "rule": rule, "labels": alert.labels}))
+        else:
+            print(f"dropped: alert {alert.fingerprint} ({alert.labels.get('alertname', '')}) by rule {rule!r}")
     for i, event in enumerate(events, 1):
         if args.json:
             print(json.dumps({**event.body(), "why": event.why}))
@@ -112,7 +125,7 @@ def render(args) -> int:
             print(f"  {what}: {why}")
         print("  body: " + json.dumps(event.body(), indent=2).replace("\n", "\n  "))
     if not events:
-        print("no events: the payload has no alerts", file=sys.stderr)
+        print("no events: the payload has no alerts, or rules dropped them all", file=sys.stderr)
     return 0
 
 
@@ -170,7 +183,7 @@ def _payload(args) -> dict:
 
 def _test_notification(severity: str) -> dict:
     body = copy.deepcopy(example("firing"))
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     labels = {"alertname": "Alert24AdapterTest", "severity": severity, "service": "alert24-adapter", "job": "send-test"}
     alert = body["alerts"][0]
     alert.update(labels=labels, startsAt=now, fingerprint=alertmanager.fingerprint(labels), generatorURL="")
@@ -187,7 +200,7 @@ def _test_notification(severity: str) -> dict:
 
 def _resolved(firing: dict) -> dict:
     body = copy.deepcopy(firing)
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     body["status"] = "resolved"
     for alert in body["alerts"]:
         alert.update(status="resolved", endsAt=now)

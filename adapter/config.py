@@ -5,17 +5,54 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+import yaml
+
 from .errors import ConfigError
 from .mapping import DEDUP_MODES, SEVERITIES, EventRules
+from .policy import parse_rules
 
 DEFAULT_API_URL = "https://app.alert24.io/api/v1/incidents"
 DEFAULT_SEVERITY_MAP = "critical=critical,warning=warning,info=low"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 MASK = "********"
+ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+FILE_KEYS = {"rules", "routes"}
+ROUTE_KEYS = {
+    "integration_key_env",
+    "integration_key_file",
+    "shared_secret_env",
+    "shared_secret_file",
+    "severity_label",
+    "severity_map",
+    "default_severity",
+    "dedup_by",
+    "rules",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """A named destination (`POST /alertmanager/<name>`): its own integration key, and optionally its own
+    shared secrets, severity map, dedup mode and urgency rules."""
+
+    name: str
+    integration_key: str | None = dataclasses.field(default=None, repr=False)
+    shared_secrets: tuple[str, ...] | None = dataclasses.field(default=None, repr=False)
+    rules: EventRules = EventRules()
+
+    def masked(self) -> dict[str, object]:
+        return {
+            "integration_key": MASK if self.integration_key else None,
+            "shared_secrets": "the global SHARED_SECRET"
+            if self.shared_secrets is None
+            else [MASK] * len(self.shared_secrets),
+            "rules": self.rules.describe(),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +76,8 @@ class Config:
     log_level: str = "INFO"
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     body_timeout: float = 10.0
+    config_file: str | None = None
+    routes: tuple[Route, ...] = ()
 
     def masked(self) -> dict[str, object]:
         """The effective settings as plain data, with every secret replaced by a mask."""
@@ -51,6 +90,8 @@ class Config:
                 value = MASK if value else None
             elif isinstance(value, EventRules):
                 value = value.describe()
+            elif f.name == "routes":
+                value = {route.name: route.masked() for route in value}
             out[f.name] = value
         return out
 
@@ -71,12 +112,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
             "SHARED_SECRET is not set: set it (or SHARED_SECRET_FILE) to the secret "
             "Alertmanager sends, or set ALLOW_UNAUTHENTICATED=true"
         )
+    config_file = env.text("ADAPTER_CONFIG", "") or None
     integration_key = env.secret("ALERT24_INTEGRATION_KEY")
-    if not integration_key and not dry_run and "ALERT24_INTEGRATION_KEY" not in env.faulty:
-        env.problem(
-            "ALERT24_INTEGRATION_KEY is not set: set it (or ALERT24_INTEGRATION_KEY_FILE) "
-            "to the key of your Alert24 integration, or set DRY_RUN=true"
-        )
     api_url = env.text("ALERT24_API_URL", DEFAULT_API_URL)
     parts = urlsplit(api_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -88,6 +125,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         default_severity=env.choice("DEFAULT_SEVERITY", "warning", SEVERITIES),
         dedup_by=env.choice("DEDUP_BY", "alert", DEDUP_MODES),
     )
+    routes: tuple[Route, ...] = ()
+    if config_file:
+        rules, routes = _load_file(config_file, env, rules, dry_run)
+    if not integration_key and not dry_run and not routes and "ALERT24_INTEGRATION_KEY" not in env.faulty:
+        env.problem(
+            "ALERT24_INTEGRATION_KEY is not set: set it (or ALERT24_INTEGRATION_KEY_FILE) "
+            "to the key of your Alert24 integration, or set DRY_RUN=true"
+        )
     connect_timeout = env.number("ALERT24_CONNECT_TIMEOUT", 2.0, 0.1, 30)
     time_budget = env.number("WEBHOOK_TIME_BUDGET", 7.0, 0.5, 120)
     if time_budget <= connect_timeout:
@@ -113,10 +158,131 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
             p.strip() for p in env.text("FORWARDED_ALLOW_IPS", "127.0.0.1,::1").split(",") if p.strip()
         ),
         body_timeout=env.number("BODY_READ_TIMEOUT", 10.0, 0.5, 120),
+        config_file=config_file,
+        routes=routes,
     )
     if env.problems:
         raise ConfigError("\n".join(env.problems))
     return config
+
+
+def _load_file(path: str, env: _Env, base: EventRules, dry_run: bool) -> tuple[EventRules, tuple[Route, ...]]:
+    """The urgency rules and routes of the ADAPTER_CONFIG file; problems are reported with the file's name."""
+    problems: list[str] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        env.problem(f"ADAPTER_CONFIG: cannot read {path}: {exc.strerror}")
+        return base, ()
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        env.problem(f"{path}: not valid YAML{where}")
+        return base, ()
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        env.problem(f"{path}: the file must be a mapping with 'rules' and/or 'routes'")
+        return base, ()
+    for key in sorted(set(data) - FILE_KEYS, key=str):
+        problems.append(f"unknown key {key!r} (expected rules, routes)")
+    urgency = parse_rules(data.get("rules"), "rules", problems)
+    rules = dataclasses.replace(base, urgency=urgency)
+    routes = []
+    raw_routes = data.get("routes") or {}
+    if not isinstance(raw_routes, dict):
+        problems.append("routes: must be a mapping of route names to routes")
+        raw_routes = {}
+    for name, spec in raw_routes.items():
+        where = f"routes.{name}"
+        if not isinstance(name, str) or not ROUTE_NAME.fullmatch(name):
+            problems.append(f"{where}: a route name is 1-63 of a-z, 0-9, _ and -, starting with a letter or digit")
+            continue
+        if not isinstance(spec, dict):
+            problems.append(f"{where}: must be a mapping")
+            continue
+        for key in sorted(set(spec) - ROUTE_KEYS, key=str):
+            problems.append(f"{where}: unknown key {key!r}")
+        key = _file_secret(spec, "integration_key", where, env, problems)
+        if not key and not dry_run and not any(f"{where}.integration_key" in p for p in problems):
+            problems.append(f"{where}: no integration key; set integration_key_env or integration_key_file")
+        secret_text = _file_secret(spec, "shared_secret", where, env, problems)
+        secrets = None
+        if secret_text is not None:
+            secrets = tuple(s.strip() for s in secret_text.split(",") if s.strip())
+            if not secrets:
+                problems.append(f"{where}: the route's shared secret is empty")
+        route_rules = EventRules(
+            severity_label=_file_choice(spec, "severity_label", None, rules.severity_label, where, problems),
+            severity_map=_file_severity_map(spec.get("severity_map"), rules.severity_map, where, problems),
+            default_severity=_file_choice(
+                spec, "default_severity", SEVERITIES, rules.default_severity, where, problems
+            ),
+            dedup_by=_file_choice(spec, "dedup_by", DEDUP_MODES, rules.dedup_by, where, problems),
+            urgency=parse_rules(spec.get("rules"), f"{where}.rules", problems) + urgency,
+        )
+        routes.append(Route(name, key, secrets, route_rules))
+    for line in problems:
+        env.problem(f"{path}: {line}")
+    return rules, tuple(routes)
+
+
+def _file_secret(spec: dict, what: str, where: str, env: _Env, problems: list[str]) -> str | None:
+    """A route's secret from the environment variable or the file the route names; never from the file itself."""
+    var, path = spec.get(f"{what}_env"), spec.get(f"{what}_file")
+    if var is not None and path is not None:
+        problems.append(f"{where}: set {what}_env or {what}_file, not both")
+        return None
+    if var is not None:
+        value = env.environ.get(str(var), "").strip()
+        if not value:
+            problems.append(f"{where}.{what}_env: the variable {var} is not set")
+        return value or None
+    if path is not None:
+        value, problem = _read_secret_file(str(path))
+        if problem:
+            problems.append(f"{where}.{what}_file: {problem}")
+        return value
+    return None
+
+
+def _file_choice(spec: dict, key: str, allowed, default: str, where: str, problems: list[str]) -> str:
+    value = spec.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or not value or (allowed and value.lower() not in allowed):
+        problems.append(
+            f"{where}.{key}: must be one of {', '.join(allowed)}" if allowed else f"{where}.{key}: must be a label name"
+        )
+        return default
+    return value.lower() if allowed else value
+
+
+def _file_severity_map(value, default, where: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return default
+    if not isinstance(value, dict) or not value:
+        problems.append(f"{where}.severity_map: must map label values to Alert24 severities")
+        return default
+    pairs = []
+    for label, target in value.items():
+        if not isinstance(target, str) or target.lower() not in SEVERITIES:
+            problems.append(f"{where}.severity_map.{label}: {target!r} is not one of {', '.join(SEVERITIES)}")
+            continue
+        pairs.append((str(label).lower(), target.lower()))
+    return tuple(pairs)
+
+
+def _read_secret_file(path: str) -> tuple[str | None, str | None]:
+    """A secret from a file, and the problem if there is one."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"cannot read {path}: {getattr(exc, 'strerror', None) or 'not readable UTF-8 text'}"
+    if not value:
+        return None, f"{path} is empty"
+    return value, None
 
 
 class _Env:
@@ -179,16 +345,9 @@ class _Env:
             return None
         if not path:
             return direct or None
-        try:
-            with open(path, encoding="utf-8") as fh:
-                value = fh.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not readable UTF-8 text"
-            self.problem(f"{name}_FILE: cannot read {path}: {reason}", name)
-            return None
-        if not value:
-            self.problem(f"{name}_FILE: {path} is empty", name)
-            return None
+        value, problem = _read_secret_file(path)
+        if problem:
+            self.problem(f"{name}_FILE: {problem}", name)
         return value
 
     def severity_map(self, name: str, default: str) -> tuple[tuple[str, str], ...]:

@@ -6,11 +6,13 @@ import dataclasses
 import logging
 import time
 from collections import Counter as Tally
+from collections.abc import Callable
+from datetime import datetime, timezone
 
 from .alert24 import ACCEPTED, FAILED, REJECTED, Alert24Client, Delivery
 from .alertmanager import Notification
 from .errors import AdapterError, DeliveryFailed, DeliveryRejected
-from .mapping import Event, EventRules, map_notification
+from .mapping import Event, EventRules, plan
 from .metrics import Metrics
 
 log = logging.getLogger("alert24_adapter.forwarder")
@@ -18,11 +20,12 @@ log = logging.getLogger("alert24_adapter.forwarder")
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """Where a notification goes and how its alerts become events."""
+    """Where a notification goes, who may send it, and how its alerts become events."""
 
     name: str
-    integration_key: str | None
+    integration_key: str | None = dataclasses.field(repr=False)
     rules: EventRules
+    secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
 
 @dataclasses.dataclass
@@ -33,6 +36,7 @@ class Report:
     deliveries: list[Delivery]
     dry_run: bool
     error: AdapterError | None
+    dropped: int = 0
 
     def summary(self) -> dict[str, object]:
         """Counts for the response body and the webhook log line."""
@@ -42,6 +46,8 @@ class Report:
             "trigger": actions["trigger"],
             "resolve": actions["resolve"],
         }
+        if self.dropped:
+            out["dropped"] = self.dropped
         if self.deliveries:
             results = Tally(d.outcome for d in self.deliveries)
             out.update({ACCEPTED: results[ACCEPTED], REJECTED: results[REJECTED], FAILED: results[FAILED]})
@@ -65,8 +71,16 @@ def verdict(deliveries: list[Delivery]) -> AdapterError | None:
 class Forwarder:
     """Turns notifications into delivered Alert24 events, within a time budget."""
 
-    def __init__(self, client: Alert24Client | None, metrics: Metrics, time_budget: float, dry_run: bool):
+    def __init__(
+        self,
+        client: Alert24Client | None,
+        metrics: Metrics,
+        time_budget: float,
+        dry_run: bool,
+        clock: Callable[[], datetime] | None = None,
+    ):
         self.client = client
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.metrics = metrics
         self.time_budget = time_budget
         self.dry_run = dry_run
@@ -85,7 +99,14 @@ class Forwarder:
                 "Alertmanager left alerts out of this notification (max_alerts); their resolves will never arrive",
                 extra={"truncated_alerts": notification.truncated_alerts, "group_key": notification.group_key},
             )
-        events = map_notification(notification, target.rules)
+        planned = plan(notification, target.rules, self.clock())
+        events, dropped = planned.events, len(planned.dropped)
+        for alert, rule in planned.dropped:
+            m.dropped.labels(rule).inc()
+            log.info(
+                "alert dropped by rule: nothing is sent for it",
+                extra={"route": target.name, "rule": rule, "fingerprint": alert.fingerprint, "status": alert.status},
+            )
         dedup_by = target.rules.dedup_by
         if dedup_by == "group":
             m.grouped.inc(len(notification.alerts))
@@ -94,7 +115,7 @@ class Forwarder:
             for event in events:
                 m.events.labels(event.action, "dry_run", dedup_by).inc()
                 log.info("dry run: event not sent", extra={"route": target.name, "event": event.body()})
-            return Report(events, [], True, None)
+            return Report(events, [], True, None, dropped)
 
         deliveries = self.client.send(events, target.integration_key or "", started + self.time_budget, request_id)
         for d in deliveries:
@@ -124,4 +145,4 @@ class Forwarder:
             self.last_delivery = {"ok": error is None, "at": time.time()}
             if error is None:
                 m.last_success.set_to_current_time()
-        return Report(events, deliveries, False, error)
+        return Report(events, deliveries, False, error, dropped)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .alertmanager import Alert, Notification
+from .policy import SEVERITIES, Decision, Rule, decide
 
-SEVERITIES = ("critical", "high", "warning", "medium", "low", "maintenance")
 DEDUP_MODES = ("alert", "group")
 MAX_DEDUP_KEY = 255
 MAX_SUMMARY = 1024
@@ -32,6 +33,7 @@ class EventRules:
     severity_map: tuple[tuple[str, str], ...] = (("critical", "critical"), ("warning", "warning"), ("info", "low"))
     default_severity: str = "warning"
     dedup_by: str = "alert"
+    urgency: tuple[Rule, ...] = ()
 
     def describe(self) -> dict[str, object]:
         """The rules as plain data, for logs and the CLI."""
@@ -40,6 +42,7 @@ class EventRules:
             "severity_map": dict(self.severity_map),
             "default_severity": self.default_severity,
             "dedup_by": self.dedup_by,
+            "urgency_rules": [r.describe() for r in self.urgency],
         }
 
 
@@ -62,11 +65,43 @@ class Event:
         return {"event_action": self.action, "dedup_key": self.dedup_key, "payload": self.payload, "links": self.links}
 
 
-def map_notification(notification: Notification, rules: EventRules) -> list[Event]:
-    """Turn one notification into its Alert24 events: one per alert, or one per group in group mode."""
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The events for one notification, and the alerts that drop rules kept back (with the rule's name)."""
+
+    events: list[Event]
+    dropped: list[tuple[Alert, str]]
+
+
+def plan(notification: Notification, rules: EventRules, now: datetime) -> Plan:
+    """Turn one notification into its Alert24 events: one per alert, or one per group in group mode.
+
+    Urgency rules are evaluated at `now`.
+    """
+    kept, dropped, decisions = [], [], {}
+    for alert in notification.alerts:
+        decision = decision_for(alert.labels, rules, now)
+        if decision.dropped_by:
+            dropped.append((alert, decision.dropped_by))
+        else:
+            kept.append(alert)
+            decisions[id(alert)] = decision
     if rules.dedup_by == "group":
-        return [_group_event(notification, rules)]
-    return [_alert_event(alert, notification, rules) for alert in notification.alerts]
+        events = [_group_event(notification, kept, decisions)] if kept else []
+    else:
+        events = [_alert_event(a, notification, decisions[id(a)]) for a in kept]
+    return Plan(events, dropped)
+
+
+def map_notification(notification: Notification, rules: EventRules, now: datetime | None = None) -> list[Event]:
+    """The events of plan(), evaluated now unless a time is given."""
+    return plan(notification, rules, now or datetime.now(timezone.utc)).events
+
+
+def decision_for(labels: dict[str, str], rules: EventRules, now: datetime) -> Decision:
+    """The severity for a label set from the urgency rules, falling through to the severity map."""
+    mapped, why = severity_for(labels, rules)
+    return decide(labels, mapped, why, rules.urgency, now) if rules.urgency else Decision(mapped, why)
 
 
 def encode(event: Event, integration_key: str) -> bytes:
@@ -106,8 +141,8 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
 
 
-def _alert_event(alert: Alert, notification: Notification, rules: EventRules) -> Event:
-    severity, severity_why = severity_for(alert.labels, rules)
+def _alert_event(alert: Alert, notification: Notification, decision: Decision) -> Event:
+    severity, severity_why = decision.severity, decision.why
     details: dict[str, Any] = {"labels": alert.labels, "annotations": alert.annotations}
     if alert.starts_at:
         details["startsAt"] = alert.starts_at
@@ -135,14 +170,14 @@ def _alert_event(alert: Alert, notification: Notification, rules: EventRules) ->
     )
 
 
-def _group_event(notification: Notification, rules: EventRules) -> Event:
-    firing = [a for a in notification.alerts if a.status == "firing"]
-    resolved = [a for a in notification.alerts if a.status == "resolved"]
+def _group_event(notification: Notification, alerts: list[Alert], decisions: dict[int, Decision]) -> Event:
+    firing = [a for a in alerts if a.status == "firing"]
+    resolved = [a for a in alerts if a.status == "resolved"]
     deciding = firing or resolved
-    choices = [severity_for(a.labels, rules) for a in deciding] or [severity_for({}, rules)]
+    choices = [(decisions[id(a)].severity, decisions[id(a)].why) for a in deciding]
     severity, severity_why = min(choices, key=lambda c: _RANK[c[0]])
     group = notification.group_labels
-    name = group.get("alertname") or (deciding[0].labels.get("alertname", "") if deciding else "")
+    name = group.get("alertname") or deciding[0].labels.get("alertname", "")
     others = ", ".join(f"{k}={v}" for k, v in sorted(group.items()) if k != "alertname")
     head = f"[{notification.status.upper()}:{len(firing)}] {name or 'alert group'}"
     summary = f"{head} ({others})" if others else head
@@ -158,7 +193,7 @@ def _group_event(notification: Notification, rules: EventRules) -> Event:
     payload: dict[str, Any] = {
         "summary": truncate(summary, MAX_SUMMARY),
         "severity": severity,
-        "source": truncate(_source(deciding[0].labels) if deciding else "prometheus", MAX_SOURCE),
+        "source": truncate(_source(deciding[0].labels), MAX_SOURCE),
         "custom_details": details,
     }
     starts = sorted(a.starts_at for a in deciding if a.starts_at)

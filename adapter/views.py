@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 
 from . import alertmanager, log
-from .errors import BodyTimeout, PayloadError, Unauthorized, UnsupportedMediaType
+from .errors import BodyTimeout, PayloadError, Unauthorized, UnknownRoute, UnsupportedMediaType
 from .forwarder import Report
 
 bp = Blueprint("adapter", __name__)
@@ -44,15 +44,23 @@ def _return_request_id(response: Response) -> Response:
     return response
 
 
-@bp.post("/alertmanager")
-def alertmanager_webhook():
-    """Receive one Alertmanager notification and forward its alerts to Alert24."""
+@bp.post("/alertmanager", defaults={"route": None})
+@bp.post("/alertmanager/<route>")
+def alertmanager_webhook(route: str | None):
+    """Receive one Alertmanager notification and forward its alerts to Alert24, by route."""
     rt = runtime()
-    target = rt.default_target
-    authenticate(request.headers.get("Authorization", ""), rt.config.shared_secrets)
+    state = rt.state
+    header = request.headers.get("Authorization", "")
+    try:
+        target = state.target(route)
+    except UnknownRoute:
+        # Strangers learn nothing about which routes exist.
+        authenticate(header, state.config.shared_secrets)
+        raise
+    authenticate(header, target.secrets)
     if not request.is_json:
         raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
-    notification = alertmanager.parse(decode(read_body(rt.config.body_timeout)))
+    notification = alertmanager.parse(decode(read_body(state.config.body_timeout)))
     report = rt.forwarder.forward(notification, target, request.environ["alert24_adapter.request_id"])
     return answer(report, notification)
 
@@ -69,7 +77,8 @@ def readyz():
     rt = runtime()
     return jsonify(
         status="ready",
-        dry_run=rt.config.dry_run,
+        dry_run=rt.state.config.dry_run,
+        routes=sorted(rt.state.routes),
         last_delivery=rt.forwarder.last_delivery,
     )
 

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -9,7 +11,7 @@ import time
 import urllib.request
 
 from .conftest import SECRET
-from .harness import ROOT, free_port
+from .harness import ROOT, free_port, wait_until
 
 
 def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 20) -> bytes:
@@ -109,3 +111,40 @@ def scrape(url: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+def test_sighup_reloads_the_file_and_keeps_the_old_one_when_broken(fake, start_adapter, tmp_path):
+    """HUP with a good file: new routes work. HUP with a broken one: the old routes keep working, metric 0."""
+    path = tmp_path / "adapter.yml"
+    path.write_text("routes:\n  payments:\n    integration_key_env: PAYMENTS_KEY\n")
+    adapter = start_adapter(ADAPTER_CONFIG=str(path), PAYMENTS_KEY="payments-key", ALERT24_INTEGRATION_KEY="")
+    body = json.dumps({"alerts": [{"status": "firing", "labels": {"alertname": "A"}}]}).encode()
+
+    def post(route):
+        head = (
+            f"POST /alertmanager/{route} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Connection: close\r\nAuthorization: Bearer {SECRET}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        return int(raw_request(adapter.port, head, body).split(b" ", 2)[1])
+
+    def hup_and_wait(reloads):
+        adapter.process.signal(signal.SIGHUP)
+        wait_until(lambda: adapter.process.output().count("Hang up") >= reloads, 15, "gunicorn to reload")
+        wait_until(
+            lambda: len(re.findall(r"Booting worker", adapter.process.output())) >= 2 + 2 * reloads, 15, "new workers"
+        )
+
+    assert post("payments") == 200
+    path.write_text("routes:\n  database:\n    integration_key_env: PAYMENTS_KEY\n")
+    hup_and_wait(1)
+    wait_until(lambda: post("payments") == 404, 10, "the old workers to stop")
+    assert post("database") == 200
+    assert scrape(adapter.url)["alert24_adapter_config_last_reload_successful"] == 1
+
+    path.write_text("routes:\n  database:\n    colour: red\n")
+    hup_and_wait(2)
+    time.sleep(1)
+    assert [post("database") for _ in range(4)] == [200] * 4, "the previous configuration keeps running"
+    assert scrape(adapter.url)["alert24_adapter_config_last_reload_successful"] == 0
+    assert "configuration reload failed" in adapter.process.output()
+    assert {b["integration_key"] for b in fake.accepted()} == {"payments-key"}
