@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
@@ -70,6 +72,43 @@ class BudgetRetry(Retry):
         return retry
 
 
+class Alert24Adapter(HTTPAdapter):
+    """requests' HTTPAdapter for a client that always calls the same URL.
+
+    Through requests' transport-adapter extension points it looks up the connection pool and checks
+    the CA bundle once instead of on every call, and skips cookie extraction: Alert24 sets none we use.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pools: dict[tuple, object] = {}
+        self._verified: set[tuple] = set()
+
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        key = (request.url, verify, cert, tuple(sorted((proxies or {}).items())))
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = super().get_connection_with_tls_context(request, verify, proxies, cert)
+        return pool
+
+    def cert_verify(self, conn, url, verify, cert):
+        key = (id(conn), verify, cert)
+        if key not in self._verified:
+            super().cert_verify(conn, url, verify, cert)
+            self._verified.add(key)
+
+    def build_response(self, req, resp) -> requests.Response:
+        response = requests.Response()
+        response.status_code = resp.status
+        response.headers = CaseInsensitiveDict(resp.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url
+        response.request = req
+        response.connection = self
+        return response
+
+
 class Alert24Client:
     """Sends events to Alert24's incidents API and reports a Delivery for each."""
 
@@ -82,6 +121,7 @@ class Alert24Client:
         read_timeout: float,
         retries: int,
         concurrency: int,
+        request_threads: int = 8,
         backoff_factor: float = 0.2,
     ):
         self.api_url = api_url
@@ -111,13 +151,20 @@ class Alert24Client:
         session.trust_env = False
         session.proxies.update(requests.utils.get_environ_proxies(api_url))
         session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        http = HTTPAdapter(pool_connections=1, pool_maxsize=concurrency + 8, max_retries=retry)
+        # One pooled connection for every thread that can send at once, so none is opened and thrown away.
+        http = Alert24Adapter(pool_connections=1, pool_maxsize=concurrency + request_threads, max_retries=retry)
         session.mount("http://", http)
         session.mount("https://", http)
         session.headers.update({"Content-Type": "application/json", "User-Agent": f"alert24-adapter/{__version__}"})
         if api_key:
             session.headers["Authorization"] = f"Bearer {api_key}"
         self.session = session
+        # Every call is the same POST to the same URL with the same headers but the body, so the request
+        # is prepared once and each event goes straight to the session's adapter: Session.request would
+        # redo URL parsing, settings merging and header preparation for every event.
+        self._template = session.prepare_request(requests.Request("POST", api_url))
+        self._adapter = session.get_adapter(api_url)
+        self._send_options = {"verify": session.verify, "proxies": session.proxies, "cert": None}
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
@@ -141,6 +188,21 @@ class Alert24Client:
             self._pool.shutdown(wait=False)
         self.session.close()
 
+    def _post(self, body: bytes, request_id: str, timeout: tuple[float, float]) -> requests.Response:
+        """One POST through the session's adapter (urllib3 pool and Retry), from the prepared template."""
+        request = PreparedRequest()
+        request.method = "POST"
+        request.url = self._template.url
+        request.headers = self._template.headers.copy()
+        request.headers["Content-Length"] = str(len(body))
+        if request_id:
+            request.headers["X-Request-Id"] = request_id
+        request.body = body
+        request.hooks = {"response": []}
+        response = self._adapter.send(request, timeout=timeout, **self._send_options)
+        response.content  # noqa: B018 - reads the body, which hands the connection back to the pool
+        return response
+
     def _executor(self) -> ThreadPoolExecutor:
         pid = os.getpid()
         if self._pool is None or self._pool_pid != pid:
@@ -161,16 +223,9 @@ class Alert24Client:
         state = self._state
         state.deadline = deadline
         state.retries = 0
-        headers = {"X-Request-Id": request_id} if request_id else None
         timeout = (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
         try:
-            response = self.session.post(
-                self.api_url,
-                data=encode(event, integration_key),
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-            )
+            response = self._post(encode(event, integration_key), request_id, timeout)
         except requests.RequestException as exc:
             return Delivery(event, FAILED, None, state.retries + 1, time.monotonic() - started, _describe(exc, secrets))
         finally:

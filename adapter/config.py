@@ -9,8 +9,6 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-import yaml
-
 from .errors import ConfigError
 from .mapping import DEDUP_MODES, SEVERITIES, EventRules
 from .policy import parse_rules
@@ -69,13 +67,14 @@ class Config:
     read_timeout: float = 3.0
     retries: int = 4
     time_budget: float = 7.0
-    concurrency: int = 32
+    concurrency: int = 25
     max_body_bytes: int = 4 * 1024 * 1024
     rules: EventRules = EventRules()
     log_format: str = "json"
     log_level: str = "INFO"
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     body_timeout: float = 10.0
+    request_threads: int = 8
     config_file: str | None = None
     routes: tuple[Route, ...] = ()
 
@@ -149,7 +148,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         read_timeout=env.number("ALERT24_READ_TIMEOUT", 3.0, 0.1, 60),
         retries=int(env.number("ALERT24_RETRIES", 4, 0, 10, integer=True)),
         time_budget=time_budget,
-        concurrency=int(env.number("ALERT24_CONCURRENCY", 32, 1, 256, integer=True)),
+        concurrency=int(env.number("ALERT24_CONCURRENCY", 25, 1, 256, integer=True)),
         max_body_bytes=int(env.number("MAX_BODY_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024, integer=True)),
         rules=rules,
         log_format=env.choice("LOG_FORMAT", "json", ("json", "text")),
@@ -158,6 +157,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
             p.strip() for p in env.text("FORWARDED_ALLOW_IPS", "127.0.0.1,::1").split(",") if p.strip()
         ),
         body_timeout=env.number("BODY_READ_TIMEOUT", 10.0, 0.5, 120),
+        # gunicorn's threads per worker also send events (one-event webhooks go out inline).
+        request_threads=int(env.number("GUNICORN_THREADS", 8, 1, 1024, integer=True)),
         config_file=config_file,
         routes=routes,
     )
@@ -168,6 +169,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
 
 def _load_file(path: str, env: _Env, base: EventRules, dry_run: bool) -> tuple[EventRules, tuple[Route, ...]]:
     """The urgency rules and routes of the ADAPTER_CONFIG file; problems are reported with the file's name."""
+    import yaml  # only needed with a configuration file
+
     problems: list[str] = []
     try:
         with open(path, encoding="utf-8") as fh:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import sys
@@ -15,10 +16,12 @@ _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id and the record's extra fields."""
 
+    _encode = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
     def format(self, record: logging.LogRecord) -> str:
         line = {
             "ts": _timestamp(record.created),
-            "level": record.levelname.lower(),
+            "level": _LEVELS.get(record.levelno) or record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
             "pid": record.process,
@@ -26,7 +29,7 @@ class JsonFormatter(logging.Formatter):
         line.update(_fields(record))
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, separators=(",", ":"))
+        return self._encode(line)
 
 
 class TextFormatter(logging.Formatter):
@@ -50,6 +53,11 @@ class StdoutHandler(logging.StreamHandler):
 
 def setup(fmt: str = "json", level: str = "INFO") -> None:
     """Send the adapter's logs to stdout in the chosen format; idempotent."""
+    # The logging HOWTO's optimisations: no caller lookup through stack frames, no thread or
+    # multiprocessing names; none of them is in our lines.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     logger = logging.getLogger("alert24_adapter")
     handler = StdoutHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -67,4 +75,12 @@ def _fields(record: logging.LogRecord) -> dict:
 
 
 def _timestamp(created: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+    return f"{_second(int(created))}.{int(created % 1 * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(whole: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+
+
+_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}

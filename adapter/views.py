@@ -6,9 +6,9 @@ import base64
 import binascii
 import hmac
 import json
+import os
 import re
 import time
-import uuid
 from importlib import resources
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -30,7 +30,7 @@ def runtime():
 @bp.before_app_request
 def _tag_request() -> None:
     given = request.headers.get("X-Request-Id", "")
-    rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    rid = given if given and _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
     request.environ["alert24_adapter.request_id"] = rid
     request.environ["alert24_adapter.started"] = time.monotonic()
     log.request_id.set(rid)

@@ -1,0 +1,1 @@
+"""The adapter's performance benchmark: `make bench` or `python -m bench`."""

@@ -1,0 +1,528 @@
+"""Run the benchmark: `python -m bench [--rounds N] [--seconds S] [--soak S]`.
+
+Starts everything on 127.0.0.1 — an instant fake Alert24 (nginx), a slow one (50 ms per call), the adapter
+under gunicorn with the shipped gunicorn.conf.py, the bare Flask ceiling and a sequential forwarder under
+the same settings — loads them with wrk and an open-loop generator, checks that every answer was 2xx and
+every event arrived, and prints the table and the ratios for the five targets in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from adapter.alertmanager import fingerprint
+from adapter.config import Config
+from bench import openloop, transports
+from tests.e2e.harness import Processes, binary, free_port, http_ok, wait_until
+from tests.fake_alert24 import FakeAlert24
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-secret"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def payload(alerts: int, tag: str = "bench") -> bytes:
+    """A webhook with `alerts` distinct firing alerts, shaped like Alertmanager's."""
+    items = []
+    for i in range(alerts):
+        labels = {"alertname": "BenchAlert", "instance": f"host-{i}:9100", "job": "node", "severity": "warning"}
+        items.append(
+            {
+                "status": "firing",
+                "labels": labels,
+                "annotations": {"summary": f"Bench alert {i} on host-{i}", "runbook_url": "https://wiki.example/rb"},
+                "startsAt": "2026-11-28T13:32:21.417216604Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus.example:9090/graph?g0.expr=up",
+                "fingerprint": fingerprint({**labels, "tag": tag}),
+            }
+        )
+    return json.dumps(
+        {
+            "receiver": "alert24",
+            "status": "firing",
+            "alerts": items,
+            "groupLabels": {"alertname": "BenchAlert"},
+            "commonLabels": {"alertname": "BenchAlert", "job": "node", "severity": "warning"},
+            "commonAnnotations": {},
+            "externalURL": "http://alertmanager.example:9093",
+            "version": "4",
+            "groupKey": '{}:{alertname="BenchAlert"}',
+            "truncatedAlerts": 0,
+        }
+    ).encode()
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """RSS, peak RSS and PSS (shared pages counted once) summed over the process tree, in MB."""
+    rss = hwm = pss = 0
+    for p in tree(pid):
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                rss += int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm += int(line.split()[1])
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
+                pss += int(line.split()[1])
+    return {"rss": rss / 1024, "peak_rss": hwm / 1024, "pss": pss / 1024}
+
+
+class Gunicorn:
+    """An app under gunicorn with the shipped gunicorn.conf.py."""
+
+    def __init__(self, procs: Processes, name: str, app: str, env: dict[str, str]):
+        self.is_adapter = app == "wsgi:app"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "SHARED_SECRET": SECRET, **env}
+        full.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.process = procs.start(
+            name, [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", app], env=full, cwd=ROOT
+        )
+        wait_until(lambda: http_ok(f"{self.url}/healthz") or not self.process.alive(), 30, f"{name} to answer")
+        if not self.process.alive():
+            raise SystemExit(f"{name} did not start:\n{self.process.output()}")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class InstantAlert24:
+    """nginx answering every POST with 202 at once, one access-log line per request."""
+
+    def __init__(self, procs: Processes):
+        exe = binary("nginx")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api/v1/incidents"
+        work = procs.workdir / "fake-nginx"
+        work.mkdir()
+        self.log = work / "access.log"
+        temp = "\n".join(f"  {k}_temp_path {work / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (work / "nginx.conf").write_text(
+            f"""{"user root;" if os.geteuid() == 0 else ""}
+worker_processes 1;
+pid {work / "nginx.pid"};
+error_log {work / "error.log"};
+events {{ worker_connections 4096; }}
+http {{
+{temp}
+  log_format fake '$request_time';
+  access_log {self.log} fake buffer=64k flush=500ms;
+  keepalive_requests 10000000;
+  keepalive_timeout 120s;
+  server {{
+    listen 127.0.0.1:{self.port} backlog=4096;
+    location / {{ default_type application/json; return 202 '{{"status":"success"}}'; }}
+  }}
+}}
+"""
+        )
+        self.process = procs.start(
+            "fake-nginx", [exe, "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"]
+        )
+        wait_until(lambda: self.log.exists() or not self.process.alive(), 10, "the fake Alert24")
+
+    def count(self) -> int:
+        time.sleep(0.8)  # the access log is flushed every 500 ms
+        return sum(1 for _ in self.log.open())
+
+    def times(self, skip: int) -> list[float]:
+        time.sleep(0.8)
+        with self.log.open() as fh:
+            return [float(line) for i, line in enumerate(fh) if i >= skip]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def wrk(url: str, body: Path, seconds: float, connections: int) -> dict[str, int]:
+    exe = binary("wrk")
+    out = subprocess.run(
+        [
+            exe,
+            "-t1",
+            f"-c{connections}",
+            f"-d{int(seconds)}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(ROOT / "bench" / "post.lua"),
+            url,
+        ],
+        env={**os.environ, "BENCH_BODY": str(body), "BENCH_SECRET": SECRET},
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("BENCH "))
+    return {k: int(v) for k, v in (part.split("=") for part in line.split()[1:])}
+
+
+def delivered(server: Gunicorn) -> int:
+    """Webhooks the adapter answered 200 after delivering every event, from its own /metrics (0 for others)."""
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as r:  # noqa: S310
+        if r.status != 200:
+            return 0
+        for line in r.read().decode().splitlines():
+            if line.startswith('alert24_adapter_webhooks_total{code="200",outcome="delivered"}'):
+                return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+def saturate(server: Gunicorn, fake: InstantAlert24, body: Path, alerts: int, seconds: float, conns: int) -> dict:
+    """Load a server flat out with wrk; CPU per webhook, rate and validity."""
+    delivered_before = delivered(server) if server.is_adapter else 0
+    fake_before, cpu_before, fake_cpu_before = fake.count(), cpu_seconds(server.pid), cpu_seconds(fake.pid)
+    started = time.monotonic()
+    result = wrk(f"{server.url}/alertmanager", body, seconds, conns)
+    elapsed = time.monotonic() - started
+    cpu = cpu_seconds(server.pid) - cpu_before
+    fake_cpu = cpu_seconds(fake.pid) - fake_cpu_before
+    events = fake.count() - fake_before
+    return {
+        "webhooks": result["requests"],
+        # wrk counts only the answers it read before stopping; the server also finished those in flight.
+        "delivered": delivered(server) - delivered_before if server.is_adapter else 0,
+        "errors": result["errors"],
+        "non2xx": result["non2xx_total"],
+        "events": events,
+        "rate": result["requests"] / elapsed,
+        "cpu_ms_per_webhook": 1000 * cpu / max(result["requests"], 1),
+        "cpu_share": cpu / elapsed,
+        "fake_cpu_share": fake_cpu / elapsed,
+        "alerts": alerts,
+    }
+
+
+def post_once(url: str, body: bytes, timeout: float = 60) -> tuple[int, float]:
+    host, port = url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    started = time.perf_counter()
+    conn.request(
+        "POST",
+        "/alertmanager",
+        body=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"},
+    )
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status, time.perf_counter() - started
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def show(path: str) -> int:
+    """Print the report of an earlier run from its JSON file."""
+    report(json.loads(Path(path).read_text()))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per saturation case (default 3)")
+    parser.add_argument("--seconds", type=float, default=8, help="seconds per saturation run (default 8)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--rate", type=float, default=200, help="webhooks/s for the latency and soak runs")
+    parser.add_argument("--soak", type=float, default=300, help="seconds of the memory soak (default 300)")
+    parser.add_argument("--fanout", type=int, default=500, help="alerts in the fan-out webhook (default 500)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    parser.add_argument("--show", metavar="FILE", help="print the report of an earlier run and exit")
+    args = parser.parse_args(argv)
+    if args.show:
+        return show(args.show)
+
+    workdir = Path(tempfile.mkdtemp(prefix="alert24-bench-"))
+    procs = Processes(workdir)
+    results: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "settings": vars(args),
+    }
+    bodies = {}
+    for n in (1, 10):
+        bodies[n] = workdir / f"body-{n}.json"
+        bodies[n].write_bytes(payload(n))
+    try:
+        fake = InstantAlert24(procs)
+        common = {"ALERT24_INTEGRATION_KEY": "bench-key", "ALERT24_API_URL": fake.url, "LOG_FORMAT": "json"}
+        adapter = Gunicorn(procs, "adapter", "wsgi:app", common)
+        bare = Gunicorn(procs, "bare", "bench.bare_app:app", common)
+
+        print("warming up …", flush=True)
+        for server in (adapter, bare):
+            wrk(f"{server.url}/alertmanager", bodies[1], 2, args.connections)
+
+        print("transports …", flush=True)
+        results["transport_cpu_us_per_call"] = transports.measure(fake.url)
+
+        runs: dict[str, list[dict]] = {"adapter-1": [], "bare-1": [], "adapter-10": []}
+        for r in range(args.rounds):
+            order = [("adapter-1", adapter, 1), ("bare-1", bare, 1), ("adapter-10", adapter, 10)]
+            for name, server, n in order if r % 2 == 0 else list(reversed(order)):
+                run = saturate(server, fake, bodies[n], n, args.seconds, args.connections)
+                runs[name].append(run)
+                rate, cpu = run["rate"], run["cpu_ms_per_webhook"]
+                print(f"round {r + 1} {name}: {rate:.0f} webhooks/s, {cpu:.3f} ms CPU/webhook", flush=True)
+        for name, server in (("adapter", adapter), ("bare", bare)):
+            results.setdefault("memory_after_throughput", {})[name] = memory_mb(server.pid)
+
+        def med(name, key):
+            return statistics.median(run[key] for run in runs[name])
+
+        for name, rs in runs.items():
+            assert all(run["non2xx"] == 0 and run["errors"] == 0 for run in rs), f"{name}: non-2xx answers or errors"
+            if name.startswith("adapter"):
+                for run in rs:
+                    assert run["events"] == run["delivered"] * run["alerts"], f"{name}: events lost"
+                    assert 0 <= run["delivered"] - run["webhooks"] <= args.connections, f"{name}: answers lost"
+        results["saturation"] = {
+            name: {k: med(name, k) for k in ("rate", "cpu_ms_per_webhook", "cpu_share", "fake_cpu_share")}
+            for name in runs
+        }
+        results["saturation_runs"] = runs
+
+        # Latency at a moderate steady load, open loop.
+        print(f"latency at {args.rate:.0f} webhooks/s …", flush=True)
+        skip = fake.count()
+        cpu_before = cpu_seconds(adapter.pid)
+        latencies = openloop.run(
+            "127.0.0.1", adapter.port, "/alertmanager", bodies[1].read_bytes(), SECRET, args.rate, 20
+        )
+        cpu = cpu_seconds(adapter.pid) - cpu_before
+        assert all(status == 200 for _, status in latencies), "non-2xx answers during the latency run"
+        fake_times = fake.times(skip)
+        assert len(fake_times) == len(latencies), "events lost during the latency run"
+        answer = [lat for lat, _ in latencies]
+        fake_median = statistics.median(fake_times)
+        results["latency"] = {
+            "rate": args.rate,
+            "requests": len(latencies),
+            "p50_ms": 1000 * percentile(answer, 50),
+            "p99_ms": 1000 * percentile(answer, 99),
+            "fake_p99_ms": 1000 * percentile(fake_times, 99),
+            "added_p99_ms": 1000 * (percentile(answer, 99) - fake_median),
+            "cpu_ms_per_webhook": 1000 * cpu / len(latencies),
+        }
+
+        # Fan-out: one big group against an Alert24 that takes 50 ms per call.
+        print(f"fan-out: {args.fanout} alerts at 50 ms per call …", flush=True)
+        with FakeAlert24() as slow:
+            slow.latency = 0.05
+            slow_env = {**common, "ALERT24_API_URL": slow.url}
+            fan = Gunicorn(procs, "adapter-fanout", "wsgi:app", slow_env)
+            seq = Gunicorn(procs, "sequential", "bench.sequential_app:app", slow_env)
+            concurrency = int(os.environ.get("ALERT24_CONCURRENCY", Config().concurrency))
+            times, cpus = [], []
+            for r in range(3):
+                before, cpu_before = len(slow.accepted()), cpu_seconds(fan.pid)
+                status, seconds = post_once(fan.url, payload(args.fanout, tag=f"fan{r}"))
+                assert status == 200, f"fan-out answered {status}"
+                assert len(slow.accepted()) - before == args.fanout, "fan-out lost events"
+                times.append(seconds)
+                cpus.append(cpu_seconds(fan.pid) - cpu_before)
+            before = len(slow.accepted())
+            status, sequential = post_once(seq.url, payload(args.fanout, tag="seq"), timeout=120)
+            assert status == 200 and len(slow.accepted()) - before == args.fanout, "the sequential baseline failed"
+            ideal = 0.05 * -(-args.fanout // concurrency)
+            results["fanout"] = {
+                "alerts": args.fanout,
+                "concurrency": concurrency,
+                "seconds": statistics.median(times),
+                "limit_seconds": 1.25 * ideal,
+                "sequential_seconds": sequential,
+                "max_in_flight": slow.max_in_flight,
+                "cpu_ms_per_webhook": 1000 * statistics.median(cpus),
+            }
+
+        # Memory over a soak at the moderate rate.
+        if args.soak > 0:
+            print(f"soak: {args.soak:.0f} s at {args.rate:.0f} webhooks/s …", flush=True)
+            start_mem = memory_mb(adapter.pid)
+            samples = []
+            cpu_before = cpu_seconds(adapter.pid)
+            chunk = 30.0
+            sent = 0
+            elapsed = 0.0
+            while elapsed < args.soak:
+                span = min(chunk, args.soak - elapsed)
+                lat = openloop.run(
+                    "127.0.0.1", adapter.port, "/alertmanager", bodies[1].read_bytes(), SECRET, args.rate, span
+                )
+                assert all(status == 200 for _, status in lat), "non-2xx answers during the soak"
+                sent += len(lat)
+                elapsed += span
+                samples.append(round(memory_mb(adapter.pid)["rss"], 1))
+            results["soak"] = {
+                "seconds": args.soak,
+                "webhooks": sent,
+                "start": start_mem,
+                "end": memory_mb(adapter.pid),
+                "rss_samples_mb": samples,
+                "cpu_ms_per_webhook": 1000 * (cpu_seconds(adapter.pid) - cpu_before) / max(sent, 1),
+            }
+    finally:
+        procs.stop_all()
+
+    report(results)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"\nresults written to {args.out}")
+    return 0
+
+
+def report(r: dict) -> None:
+    s = r["saturation"]
+    a1, b1, a10 = s["adapter-1"], s["bare-1"], s["adapter-10"]
+    cpu_ratio = a1["cpu_ms_per_webhook"] / b1["cpu_ms_per_webhook"]
+    rate_ratio = a1["rate"] / b1["rate"]
+    events_ratio = a10["rate"] * 10 / a1["rate"]
+    lat = r["latency"]
+    mem = r["memory_after_throughput"]["adapter"]
+    rows = [
+        (
+            "1 CPU per webhook vs bare Flask",
+            f"{a1['cpu_ms_per_webhook']:.3f} vs {b1['cpu_ms_per_webhook']:.3f} ms",
+            f"{cpu_ratio:.2f}x",
+            "<= 1.5x",
+            cpu_ratio <= 1.5,
+            f"{a1['cpu_ms_per_webhook']:.3f}",
+        ),
+        (
+            "2 webhooks/s vs bare Flask",
+            f"{a1['rate']:.0f} vs {b1['rate']:.0f}",
+            f"{rate_ratio:.2f}x",
+            ">= 0.6x",
+            rate_ratio >= 0.6,
+            f"{a1['cpu_ms_per_webhook']:.3f}",
+        ),
+        (
+            "2 events/s, 10-alert vs 1-alert",
+            f"{a10['rate'] * 10:.0f} vs {a1['rate']:.0f}",
+            f"{events_ratio:.1f}x",
+            ">= 5x",
+            events_ratio >= 5,
+            f"{a10['cpu_ms_per_webhook']:.3f}",
+        ),
+    ]
+    if "fanout" in r:
+        f = r["fanout"]
+        rows += [
+            (
+                f"3 fan-out {f['alerts']} alerts, 50 ms/call",
+                f"{f['seconds']:.2f} s",
+                f"limit {f['limit_seconds']:.2f} s",
+                "<= 1.25 x ideal",
+                f["seconds"] <= f["limit_seconds"],
+                f"{f['cpu_ms_per_webhook']:.1f}",
+            ),
+            (
+                "3 fan-out vs sequential",
+                f"{f['seconds']:.2f} vs {f['sequential_seconds']:.1f} s",
+                f"{f['sequential_seconds'] / f['seconds']:.0f}x",
+                ">= 20x",
+                f["sequential_seconds"] / f["seconds"] >= 20,
+                "",
+            ),
+        ]
+    rows.append(
+        (
+            f"4 p99 added latency at {lat['rate']:.0f}/s",
+            f"p50 {lat['p50_ms']:.2f} p99 {lat['p99_ms']:.2f} ms",
+            f"{lat['added_p99_ms']:.2f} ms",
+            "<= 5 ms",
+            lat["added_p99_ms"] <= 5,
+            f"{lat['cpu_ms_per_webhook']:.3f}",
+        )
+    )
+    rows.append(
+        (
+            "5 RSS after throughput (PSS)",
+            f"{mem['rss']:.0f} MB ({mem['pss']:.0f} MB)",
+            f"peak {mem['peak_rss']:.0f} MB",
+            "<= 120 MB",
+            mem["rss"] <= 120,
+            "",
+        )
+    )
+    if "soak" in r:
+        k = r["soak"]
+        growth = k["end"]["rss"] - k["start"]["rss"]
+        rows.append(
+            (
+                f"5 soak {k['seconds']:.0f} s RSS start -> end",
+                f"{k['start']['rss']:.1f} -> {k['end']['rss']:.1f} MB",
+                f"{growth:+.1f} MB",
+                "no growth",
+                growth <= 2.0,
+                f"{k['cpu_ms_per_webhook']:.3f}",
+            )
+        )
+    print("\n| target | measured | ratio | goal | met | CPU ms/webhook |")
+    print("|---|---|---|---|---|---|")
+    for name, measured, ratio, goal, ok, cpu in rows:
+        print(f"| {name} | {measured} | {ratio} | {goal} | {'yes' if ok else 'NO'} | {cpu} |")
+    print("\n| one POST to the fake, in-process | CPU µs per call |")
+    print("|---|---|")
+    for name, micros in r["transport_cpu_us_per_call"].items():
+        print(f"| {name} | {micros:.0f} |")
+    print(
+        f"\nfake Alert24 (nginx) CPU share during saturation: {a1['fake_cpu_share']:.0%} of one core; "
+        f"adapter {a1['cpu_share']:.0%}, bare Flask {b1['cpu_share']:.0%}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
