@@ -147,21 +147,12 @@ WINDOW_KEYS = {"times", "weekdays", "location"}
 
 def parse_rules(data: Any, where: str, problems: list[str]) -> tuple[Rule, ...]:
     """Rules from loaded YAML; every problem is appended to problems as one line naming its path."""
-    if data is None:
-        return ()
-    if not isinstance(data, list):
-        problems.append(f"{where}: must be a list of rules")
-        return ()
     rules = []
-    for i, item in enumerate(data):
-        path = f"{where}[{i}]"
-        if not isinstance(item, dict):
-            problems.append(f"{path}: a rule must be a mapping")
-            continue
+    for path, item in _mappings(data, where, "rule", problems):
         before = len(problems)
         for key in sorted(set(item) - RULE_KEYS):
             problems.append(f"{path}: unknown key {key!r}")
-        name = str(item.get("name") or f"rule-{i + 1}")
+        name = str(item.get("name") or f"rule-{len(rules) + 1}")
         matchers = []
         raw_matchers = item.get("matchers") or []
         if not isinstance(raw_matchers, list):
@@ -189,17 +180,10 @@ def parse_rules(data: Any, where: str, problems: list[str]) -> tuple[Rule, ...]:
 
 
 def _windows(data: Any, where: str, problems: list[str]) -> tuple[TimeWindow, ...]:
-    if data is None:
-        return ()
-    if not isinstance(data, list) or not data:
+    if data is not None and not data:
         problems.append(f"{where}: must be a non-empty list of time windows")
-        return ()
     windows = []
-    for i, item in enumerate(data):
-        path = f"{where}[{i}]"
-        if not isinstance(item, dict):
-            problems.append(f"{path}: a time window must be a mapping")
-            continue
+    for path, item in _mappings(data, where, "time window", problems):
         for key in sorted(set(item) - WINDOW_KEYS):
             problems.append(f"{path}: unknown key {key!r}")
         location = item.get("location", "UTC")
@@ -225,6 +209,20 @@ def _windows(data: Any, where: str, problems: list[str]) -> tuple[TimeWindow, ..
                 weekdays |= days
         windows.append(TimeWindow(tuple(times), frozenset(weekdays), str(location)))
     return tuple(windows)
+
+
+def _mappings(data: Any, where: str, what: str, problems: list[str]):
+    """(path, item) for each mapping of a YAML list; a problem for anything else."""
+    if data is None:
+        return
+    if not isinstance(data, list):
+        problems.append(f"{where}: must be a list of {what}s")
+        return
+    for i, item in enumerate(data):
+        if isinstance(item, dict):
+            yield f"{where}[{i}]", item
+        else:
+            problems.append(f"{where}[{i}]: a {what} must be a mapping")
 
 
 def _clock(text: Any) -> int | None:

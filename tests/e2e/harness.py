@@ -293,3 +293,32 @@ http {{
         wait_until(lambda: http_ok(f"{self.url}/healthz") or not self.process.alive(), 15, "nginx to proxy")
         if not self.process.alive():
             raise AssertionError(f"nginx did not start:\n{self.process.output()}")
+
+
+def webhook_head(content_length: int, path: str = "/alertmanager", secret: str = "", close: bool = False) -> bytes:
+    """The request line and headers of a webhook POST, written out by hand to control what is sent."""
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+    if secret:
+        lines.append(f"Authorization: Bearer {secret}")
+    if close:
+        lines.append("Connection: close")
+    lines.append(f"Content-Length: {content_length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 20) -> bytes:
+    """Send bytes as they are and read one answer (until its Content-Length is complete or the socket closes)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    data = b""
+    try:
+        sock.sendall(head + body)
+        while chunk := sock.recv(65536):
+            data += chunk
+            if b"\r\n\r\n" in data:
+                headers, _, rest = data.partition(b"\r\n\r\n")
+                length = [line for line in headers.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+                if length and len(rest) >= int(length[0].split(b":")[1]):
+                    break
+    finally:
+        sock.close()
+    return data

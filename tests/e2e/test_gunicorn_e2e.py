@@ -4,31 +4,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 from .conftest import SECRET
-from .harness import ROOT, free_port, wait_until
-
-
-def raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 20) -> bytes:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    data = b""
-    try:
-        sock.sendall(head + body)
-        while chunk := sock.recv(65536):
-            data += chunk
-            if b"\r\n\r\n" in data:
-                headers, _, rest = data.partition(b"\r\n\r\n")
-                length = [line for line in headers.split(b"\r\n") if line.lower().startswith(b"content-length:")]
-                if length and len(rest) >= int(length[0].split(b":")[1]):
-                    break
-    finally:
-        sock.close()
-    return data
+from .harness import ROOT, free_port, raw_request, wait_until, webhook_head
 
 
 def test_bad_config_stops_gunicorn_with_one_line():
@@ -57,11 +39,7 @@ def test_bad_config_stops_gunicorn_with_one_line():
 def test_huge_body_is_refused_from_content_length(fake, start_adapter):
     """A 50 MB Content-Length is answered 413 without reading the body."""
     adapter = start_adapter()
-    head = (
-        b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {SECRET}\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n".encode()
-    )
-    answer = raw_request(adapter.port, head, b"{")
+    answer = raw_request(adapter.port, webhook_head(50 * 1024 * 1024, secret=SECRET), b"{")
     assert answer.startswith(b"HTTP/1.1 413")
     assert b'"error"' in answer
     assert not fake.requests
@@ -70,12 +48,8 @@ def test_huge_body_is_refused_from_content_length(fake, start_adapter):
 def test_trickling_body_is_cut_off(fake, start_adapter):
     """A body that stops arriving frees its thread after BODY_READ_TIMEOUT with a 408."""
     adapter = start_adapter(BODY_READ_TIMEOUT="1")
-    head = (
-        b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {SECRET}\r\nContent-Length: 1000\r\n\r\n".encode()
-    )
     started = time.monotonic()
-    answer = raw_request(adapter.port, head, b'{"alerts": [')
+    answer = raw_request(adapter.port, webhook_head(1000, secret=SECRET), b'{"alerts": [')
     assert time.monotonic() - started < 10
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     [line] = adapter.webhooks()
@@ -86,10 +60,7 @@ def test_metrics_are_summed_over_workers(fake, start_adapter):
     """With 2 workers, every scrape returns the sum of what all workers counted."""
     adapter = start_adapter(WEB_CONCURRENCY="2", GUNICORN_THREADS="1")
     body = json.dumps({"alerts": [{"status": "firing", "labels": {"alertname": "A"}}]}).encode()
-    head = (
-        b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
-        + f"Authorization: Bearer {SECRET}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-    )
+    head = webhook_head(len(body), secret=SECRET, close=True)
     for _ in range(40):
         assert raw_request(adapter.port, head, body).startswith(b"HTTP/1.1 200")
     served_by = {w["pid"] for w in adapter.webhooks()}
@@ -121,10 +92,7 @@ def test_sighup_reloads_the_file_and_keeps_the_old_one_when_broken(fake, start_a
     body = json.dumps({"alerts": [{"status": "firing", "labels": {"alertname": "A"}}]}).encode()
 
     def post(route):
-        head = (
-            f"POST /alertmanager/{route} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Connection: close\r\nAuthorization: Bearer {SECRET}\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
+        head = webhook_head(len(body), f"/alertmanager/{route}", SECRET, close=True)
         return int(raw_request(adapter.port, head, body).split(b" ", 2)[1])
 
     def hup_and_wait(reloads):

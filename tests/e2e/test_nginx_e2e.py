@@ -3,14 +3,13 @@
 import base64
 import http.client
 import json
-import socket
 import time
 
 import pytest
 
 from ..conftest import payload
 from .conftest import BEARER, SECRET
-from .harness import Alertmanager, Nginx, wait_until
+from .harness import Alertmanager, Nginx, raw_request, wait_until, webhook_head
 
 DISK_1 = ("alertname=DiskFull", "severity=warning", "instance=db-1:9100", "job=node")
 
@@ -80,28 +79,17 @@ def test_auth_through_nginx(fake, stack, authorization, code):
 def test_huge_body_is_refused_by_nginx_before_gunicorn(fake, stack):
     """A 50 MB body: nginx answers 413 from Content-Length; nothing reaches the adapter or Alert24."""
     adapter, nginx = stack
-    sock = socket.create_connection(("127.0.0.1", nginx.port), timeout=10)
-    sock.sendall(
-        b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {SECRET}\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n".encode()
-    )
-    answer = sock.recv(4096).decode(errors="replace")
-    sock.close()
-    assert answer.startswith("HTTP/1.1 413")
+    answer = raw_request(nginx.port, webhook_head(50 * 1024 * 1024, secret=SECRET), timeout=10)
+    assert answer.startswith(b"HTTP/1.1 413")
     assert not fake.requests and not adapter.webhooks()
 
 
 def test_trickling_body_is_cut_off_by_nginx(fake, stack):
     """A body that trickles in is cut off by nginx's client_body_timeout, never holding a gunicorn thread."""
     adapter, nginx = stack
-    sock = socket.create_connection(("127.0.0.1", nginx.port), timeout=30)
-    sock.sendall(
-        b"POST /alertmanager HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {SECRET}\r\nContent-Length: 1000\r\n\r\n{{".encode()
-    )
     started = time.monotonic()
-    answer = sock.recv(4096)  # nginx closes (408, or nothing) after client_body_timeout
-    sock.close()
+    # nginx closes the connection (with a 408, or without a word) after client_body_timeout.
+    answer = raw_request(nginx.port, webhook_head(1000, secret=SECRET), b"{", timeout=30)
     assert time.monotonic() - started < 25
     assert answer == b"" or answer.startswith(b"HTTP/1.1 408")
     assert not adapter.webhooks(), "the adapter never saw the request"
