@@ -142,3 +142,22 @@ def test_wrong_usage_exits_2(capsys):
     with pytest.raises(SystemExit) as done:
         cli.main(["frobnicate"])
     assert done.value.code == 2
+
+
+def test_render_for_a_route_shows_the_deciding_rule_and_drops(env, capsys, tmp_path):
+    path = tmp_path / "adapter.yml"
+    path.write_text(
+        "rules:\n"
+        "  - name: no-db-1\n    matchers: ['instance=\"db-1:9100\"']\n    action: drop\n"
+        "routes:\n  db:\n    integration_key_env: DB_KEY\n"
+        "    rules:\n      - name: disk-is-critical\n        matchers: ['instance=\"db-2:9100\"']\n"
+        "        severity: critical\n"
+    )
+    env.setenv("ADAPTER_CONFIG", str(path))
+    env.setenv("DB_KEY", "db-key")
+    assert cli.main(["render", "--route", "db", "--example", "multi"]) == 0
+    out = capsys.readouterr().out
+    assert "dropped: alert 913c8c434ab89a6b (DiskFull) by rule 'no-db-1'" in out
+    assert "event 1 of 1: trigger dedup_key=55b97254facb078e severity=critical" in out
+    assert "severity: rule 'disk-is-critical' (instance=\"db-2:9100\"): severity critical" in out
+    assert cli.main(["render", "--route", "nope", "--example", "multi"]) == 1
