@@ -239,7 +239,8 @@ def _file_secret(spec: dict, what: str, where: str, env: _Env, problems: list[st
     if var is not None:
         value = env.environ.get(str(var), "").strip()
         if not value:
-            problems.append(f"{where}.{what}_env: the variable {var} is not set")
+            # The variable's name is not repeated: a secret pasted there by mistake must not reach the log.
+            problems.append(f"{where}.{what}_env: the environment variable it names is not set")
         return value or None
     if path is not None:
         value, problem = _read_secret_file(str(path))

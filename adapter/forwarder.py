@@ -86,9 +86,14 @@ class Forwarder:
         self.dry_run = dry_run
         self.last_delivery: dict[str, object] | None = None
 
-    def forward(self, notification: Notification, target: Target, request_id: str = "") -> Report:
-        """Map and send one notification; never raises for delivery trouble, the Report carries it."""
-        started = time.monotonic()
+    def forward(
+        self, notification: Notification, target: Target, request_id: str = "", started: float | None = None
+    ) -> Report:
+        """Map and send one notification; never raises for delivery trouble, the Report carries it.
+
+        The time budget runs from `started` (time.monotonic() when the request arrived), default now.
+        """
+        started = time.monotonic() if started is None else started
         m = self.metrics
         statuses = Tally(a.status for a in notification.alerts)
         for status, count in statuses.items():
@@ -109,7 +114,7 @@ class Forwarder:
             )
         dedup_by = target.rules.dedup_by
         if dedup_by == "group":
-            m.grouped.inc(len(notification.alerts))
+            m.grouped.inc(len(notification.alerts) - dropped)
 
         if self.dry_run or self.client is None:
             for event in events:

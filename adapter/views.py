@@ -61,7 +61,10 @@ def alertmanager_webhook(route: str | None):
     if not request.is_json:
         raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
     notification = alertmanager.parse(decode(read_body(state.config.body_timeout)))
-    report = rt.forwarder.forward(notification, target, request.environ["alert24_adapter.request_id"])
+    environ = request.environ
+    report = rt.forwarder.forward(
+        notification, target, environ["alert24_adapter.request_id"], environ["alert24_adapter.started"]
+    )
     return answer(report, notification)
 
 

@@ -124,7 +124,7 @@ def problems_for(tmp_path, text, **env):
         ),
         pytest.param(
             "routes:\n  team:\n    integration_key_env: NOPE\n",
-            ["FILE: routes.team.integration_key_env: the variable NOPE is not set"],
+            ["FILE: routes.team.integration_key_env: the environment variable it names is not set"],
             id="key-variable-unset",
         ),
         pytest.param(
