@@ -207,7 +207,8 @@ def _load_file(path: str, env: _Env, base: EventRules, dry_run: bool) -> tuple[E
         for key in sorted(set(spec) - ROUTE_KEYS, key=str):
             problems.append(f"{where}: unknown key {key!r}")
         key = _file_secret(spec, "integration_key", where, env, problems)
-        if not key and not dry_run and not any(f"{where}.integration_key" in p for p in problems):
+        named = spec.get("integration_key_env") is not None or spec.get("integration_key_file") is not None
+        if not named and not dry_run:
             problems.append(f"{where}: no integration key; set integration_key_env or integration_key_file")
         secret_text = _file_secret(spec, "shared_secret", where, env, problems)
         secrets = None
