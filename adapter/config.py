@@ -134,8 +134,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         )
     connect_timeout = env.number("ALERT24_CONNECT_TIMEOUT", 2.0, 0.1, 30)
     time_budget = env.number("WEBHOOK_TIME_BUDGET", 7.0, 0.5, 120)
-    if time_budget <= connect_timeout:
-        env.problem("WEBHOOK_TIME_BUDGET must be longer than ALERT24_CONNECT_TIMEOUT")
+    read_timeout = env.number("ALERT24_READ_TIMEOUT", 3.0, 0.1, 60)
+    if time_budget <= connect_timeout or time_budget <= read_timeout:
+        env.problem("WEBHOOK_TIME_BUDGET must be longer than ALERT24_CONNECT_TIMEOUT and ALERT24_READ_TIMEOUT")
 
     config = Config(
         shared_secrets=secrets,
@@ -145,7 +146,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         api_url=api_url,
         dry_run=dry_run,
         connect_timeout=connect_timeout,
-        read_timeout=env.number("ALERT24_READ_TIMEOUT", 3.0, 0.1, 60),
+        read_timeout=read_timeout,
         retries=int(env.number("ALERT24_RETRIES", 4, 0, 10, integer=True)),
         time_budget=time_budget,
         concurrency=int(env.number("ALERT24_CONCURRENCY", 25, 1, 256, integer=True)),

@@ -33,6 +33,11 @@ def test_defaults_are_safe():
         pytest.param({"ALERT24_CONCURRENCY": "many"}, "ALERT24_CONCURRENCY must be a whole number", id="conc-word"),
         pytest.param({"ALERT24_READ_TIMEOUT": "nan"}, "ALERT24_READ_TIMEOUT must be from", id="timeout-nan"),
         pytest.param({"WEBHOOK_TIME_BUDGET": "1", "ALERT24_CONNECT_TIMEOUT": "2"}, "WEBHOOK_TIME_BUDGET", id="budget"),
+        pytest.param(
+            {"WEBHOOK_TIME_BUDGET": "7", "ALERT24_READ_TIMEOUT": "8"},
+            "WEBHOOK_TIME_BUDGET must be longer than ALERT24_CONNECT_TIMEOUT and ALERT24_READ_TIMEOUT",
+            id="budget-under-read-timeout",
+        ),
         pytest.param({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES must be from", id="body-limit"),
         pytest.param({"DEFAULT_SEVERITY": "urgent"}, "DEFAULT_SEVERITY must be one of", id="default-severity"),
         pytest.param({"SEVERITY_MAP": "critical"}, "SEVERITY_MAP must be a comma-separated", id="map-shape"),
