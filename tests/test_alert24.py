@@ -136,3 +136,9 @@ def test_results_keep_event_order():
     with FakeAlert24() as fake:
         deliveries = make_client(fake.url).send(many, INTEGRATION_KEY, far())
     assert [d.event.dedup_key for d in deliveries] == [e.dedup_key for e in many]
+
+
+def test_connection_pool_has_room_for_every_sending_thread():
+    """Fan-out threads plus gunicorn's request threads (which send one-event webhooks) never churn connections."""
+    client = make_client(concurrency=25, request_threads=8)
+    assert client.session.get_adapter(API_URL)._pool_maxsize == 33

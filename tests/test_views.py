@@ -226,3 +226,20 @@ def test_unexpected_failure_is_json_500_without_traceback(post, capsys):
 def test_other_paths_answer_json(client, method, path, code):
     r = client.open(path, method=method)
     assert r.status_code == code and r.is_json
+
+
+@pytest.mark.parametrize(
+    "peer, forwarded, trusted, expected",
+    [
+        pytest.param("127.0.0.1", "10.1.2.3", ("127.0.0.1",), "10.1.2.3", id="trusted-proxy"),
+        pytest.param("127.0.0.1", "6.6.6.6, 10.1.2.3", ("127.0.0.1",), "10.1.2.3", id="nearest-hop-only"),
+        pytest.param("10.9.9.9", "6.6.6.6", ("127.0.0.1",), "10.9.9.9", id="untrusted-peer-ignored"),
+        pytest.param("10.9.9.9", "10.1.2.3", ("*",), "10.1.2.3", id="trust-all"),
+        pytest.param("127.0.0.1", "", ("127.0.0.1",), "127.0.0.1", id="no-header"),
+    ],
+)
+def test_client_address_for_the_logs(peer, forwarded, trusted, expected):
+    from adapter.views import client_address
+
+    environ = {"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": forwarded}
+    assert client_address(environ, trusted) == expected
