@@ -82,15 +82,14 @@ class Runtime:
         try:
             config = from_env(self.environ)
         except ConfigError as exc:
-            self.metrics.reload_ok.set(0)
+            self.metrics.config_loaded(False)
             log.error(
                 "configuration reload failed; the previous configuration stays in force",
                 extra={"problems": str(exc).splitlines()},
             )
             return False
         self.state = State.of(config)
-        self.metrics.reload_ok.set(1)
-        self.metrics.reload_time.set_to_current_time()
+        self.metrics.config_loaded(True)
         log.info("configuration reloaded", extra={"routes": sorted(self.state.routes)})
         return True
 
@@ -150,8 +149,7 @@ def create_app(
             request_threads=config.request_threads,
         )
     metrics = metrics or Metrics()
-    metrics.reload_ok.set(1)
-    metrics.reload_time.set_to_current_time()
+    metrics.config_loaded(True)
     forwarder = Forwarder(client, metrics, config.time_budget, config.dry_run, clock=clock)
     runtime = Runtime(State.of(config), forwarder, metrics, os.environ if environ is None else environ)
 

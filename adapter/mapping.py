@@ -78,18 +78,18 @@ def plan(notification: Notification, rules: EventRules, now: datetime) -> Plan:
 
     Urgency rules are evaluated at `now`.
     """
-    kept, dropped, decisions = [], [], {}
+    kept: list[tuple[Alert, Decision]] = []
+    dropped: list[tuple[Alert, str]] = []
     for alert in notification.alerts:
         decision = decision_for(alert.labels, rules, now)
         if decision.dropped_by:
             dropped.append((alert, decision.dropped_by))
         else:
-            kept.append(alert)
-            decisions[id(alert)] = decision
+            kept.append((alert, decision))
     if rules.dedup_by == "group":
-        events = [_group_event(notification, kept, decisions)] if kept else []
+        events = [_group_event(notification, kept)] if kept else []
     else:
-        events = [_alert_event(a, notification, decisions[id(a)]) for a in kept]
+        events = [_alert_event(alert, notification, decision) for alert, decision in kept]
     return Plan(events, dropped)
 
 
@@ -170,12 +170,13 @@ def _alert_event(alert: Alert, notification: Notification, decision: Decision) -
     )
 
 
-def _group_event(notification: Notification, alerts: list[Alert], decisions: dict[int, Decision]) -> Event:
-    firing = [a for a in alerts if a.status == "firing"]
-    resolved = [a for a in alerts if a.status == "resolved"]
-    deciding = firing or resolved
-    choices = [(decisions[id(a)].severity, decisions[id(a)].why) for a in deciding]
-    severity, severity_why = min(choices, key=lambda c: _RANK[c[0]])
+def _group_event(notification: Notification, kept: list[tuple[Alert, Decision]]) -> Event:
+    firing = [(a, d) for a, d in kept if a.status == "firing"]
+    resolved = [(a, d) for a, d in kept if a.status == "resolved"]
+    severity, severity_why = min(
+        ((d.severity, d.why) for _, d in firing or resolved), key=lambda choice: _RANK[choice[0]]
+    )
+    deciding = [a for a, _ in firing or resolved]
     group = notification.group_labels
     name = group.get("alertname") or deciding[0].labels.get("alertname", "")
     others = ", ".join(f"{k}={v}" for k, v in sorted(group.items()) if k != "alertname")
@@ -184,8 +185,8 @@ def _group_event(notification: Notification, alerts: list[Alert], decisions: dic
     details: dict[str, Any] = {
         "groupKey": notification.group_key,
         "groupLabels": group,
-        "firing": [_alert_details(a) for a in firing],
-        "resolved": [_alert_details(a) for a in resolved],
+        "firing": [_alert_details(a) for a, _ in firing],
+        "resolved": [_alert_details(a) for a, _ in resolved],
     }
     if notification.truncated_alerts:
         details["truncatedAlerts"] = notification.truncated_alerts

@@ -90,6 +90,12 @@ class Metrics:
         )
         self.build.labels(__version__, platform.python_version()).set(1)
 
+    def config_loaded(self, ok: bool) -> None:
+        """Record a (re)load of the configuration: whether it succeeded, and when it last did."""
+        self.reload_ok.set(1 if ok else 0)
+        if ok:
+            self.reload_time.set_to_current_time()
+
     def exposition(self) -> tuple[bytes, str]:
         """The text a scrape returns: summed over every worker in multiprocess mode."""
         if multiprocess_dir():
