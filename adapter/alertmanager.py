@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,10 @@ _FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
 _MASK64 = 0xFFFFFFFFFFFFFFFF
+# truncatedAlerts is a uint64 in Alertmanager. Integer literals longer than any 64-bit number are decoded
+# as floats: Python's int() is quadratic in the digits and stops at 4300 of them.
+_INT_MAX = 2**64 - 1
+_INT_DIGITS = 20
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -61,6 +66,41 @@ def fingerprint(labels: dict[str, str]) -> str:
     return f"{h:016x}"
 
 
+def loads(text: str | bytes) -> Any:
+    """Decode a webhook body as JSON, at a cost linear in its size whatever its numbers.
+
+    An integer literal longer than 20 digits becomes a float (possibly infinite): ignored where the field
+    is unknown, refused by the field's own check where it is read. NaN and Infinity, which Python's json
+    would accept, are refused with a PayloadError: they are not JSON. Text that is not JSON at all raises
+    json.JSONDecodeError, UnicodeDecodeError or RecursionError.
+    """
+    return json.loads(text, parse_int=_int_or_float, parse_constant=_no_constant)
+
+
+def _int_or_float(literal: str) -> int | float:
+    return int(literal) if len(literal) <= _INT_DIGITS else float(literal)
+
+
+def _no_constant(name: str) -> float:
+    raise PayloadError(f"the body is not valid JSON: {name} is not a JSON number")
+
+
+def text(value: str) -> str:
+    """The string as valid Unicode: lone UTF-16 surrogates become U+FFFD.
+
+    JSON may escape a lone surrogate ("\\ud800"), which decodes to a str that no UTF-8 encoder takes.
+    Replacing it, as Alertmanager's own Go encoder does with invalid UTF-8, keeps the page going out and
+    makes every string that leaves the adapter (Alert24 body, logs, links, CLI) encodable.
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
 def parse(data: Any) -> Notification:
     """Validate a decoded webhook body completely and return it typed; raise PayloadError on the first fault."""
     if not isinstance(data, dict):
@@ -78,8 +118,8 @@ def parse(data: Any) -> Notification:
     truncated = data.get("truncatedAlerts", 0)
     if truncated is None:
         truncated = 0
-    if isinstance(truncated, bool) or not isinstance(truncated, int) or truncated < 0:
-        raise PayloadError("'truncatedAlerts' must be a whole number of at least 0")
+    if isinstance(truncated, bool) or not isinstance(truncated, int) or not 0 <= truncated <= _INT_MAX:
+        raise PayloadError("'truncatedAlerts' must be a whole number from 0 to 2^64-1")
 
     # Validated though unused, so that a malformed sender is told rather than half-understood.
     _string(data, "version", "version")
@@ -129,7 +169,7 @@ def _string(obj: dict, key: str, where: str) -> str:
         return ""
     if not isinstance(value, str):
         raise PayloadError(f"{where} must be a string")
-    return value
+    return text(value)
 
 
 def _string_map(value: Any, where: str) -> dict[str, str]:
@@ -137,10 +177,13 @@ def _string_map(value: Any, where: str) -> dict[str, str]:
         return {}
     if not isinstance(value, dict):
         raise PayloadError(f"{where} must be a JSON object")
-    for v in value.values():
-        if not isinstance(v, str):
+    plain = True
+    for k, v in value.items():
+        if not isinstance(v, str) or not isinstance(k, str):
             raise PayloadError(f"{where} must map names to strings")
-    return value
+        plain = plain and k.isascii() and v.isascii()
+    # Copied only when something may need repair: most label sets are plain ASCII.
+    return value if plain else {text(k): text(v) for k, v in value.items()}
 
 
 def _timestamp(obj: dict, key: str, where: str) -> str | None:

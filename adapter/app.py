@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import log as logs
 from .alert24 import Alert24Client
+from .alertmanager import text
 from .config import Config, from_env
 from .errors import AdapterError, ConfigError, UnknownRoute
 from .forwarder import Forwarder, Target
@@ -106,7 +107,8 @@ class Runtime:
         }
         route = request.view_args.get("route") if request.view_args else None
         if route:
-            fields["route"] = route
+            # The caller chose it, and an unknown one was never validated: bounded and made encodable.
+            fields["route"] = text(route[:64])
         if notification is not None:
             fields.update(
                 receiver=notification.receiver,
@@ -177,7 +179,8 @@ def create_app(
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unexpected error while handling a request")
-        return _error(500, "internal error; see the adapter's log")
+        rid = request.environ.get("alert24_adapter.request_id", "")
+        return _error(500, f"internal error; see the adapter's log for request id {rid}")
 
     def _error(status: int, message: str):
         response = jsonify(error=message)

@@ -176,9 +176,9 @@ def _payload(args) -> dict:
     if args.file in (None, "-"):
         if args.file is None and sys.stdin.isatty():
             raise ValueError("give a payload file, - for standard input, or --example NAME")
-        return json.loads(sys.stdin.read())
+        return alertmanager.loads(sys.stdin.read())
     with open(args.file, encoding="utf-8") as fh:
-        return json.load(fh)
+        return alertmanager.loads(fh.read())
 
 
 def _test_notification(severity: str) -> dict:

@@ -190,7 +190,7 @@ def _group_event(notification: Notification, kept: list[tuple[Alert, Decision]])
     }
     if notification.truncated_alerts:
         details["truncatedAlerts"] = notification.truncated_alerts
-    digest = hashlib.sha256(notification.group_key.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = hashlib.sha256(notification.group_key.encode("utf-8")).hexdigest()
     payload: dict[str, Any] = {
         "summary": truncate(summary, MAX_SUMMARY),
         "severity": severity,

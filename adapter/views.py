@@ -147,7 +147,7 @@ def client_address(environ: dict, trusted: tuple[str, ...]) -> str:
 def decode(body: bytes):
     """Parse the body as JSON, refusing anything else with a PayloadError."""
     try:
-        return json.loads(body.decode("utf-8"))
+        return alertmanager.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise PayloadError("the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:

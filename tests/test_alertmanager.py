@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from adapter.alertmanager import fingerprint, parse
+from adapter.alertmanager import fingerprint, loads, parse, text
 from adapter.errors import PayloadError
 
 from .conftest import PAYLOADS, payload
@@ -112,3 +112,101 @@ def test_unusable_timestamps_are_left_out_not_refused(stamp):
     """A bad timestamp must not cost the page: the alert is kept, its timestamp dropped."""
     alert = parse(_with(("alerts", 0, "startsAt"), stamp)).alerts[0]
     assert alert.starts_at is None and alert.labels["alertname"] == "HighErrorRate"
+
+
+@pytest.mark.parametrize(
+    "literal, value",
+    [
+        pytest.param("1" + "0" * 5000, float("inf"), id="5000-digit-integer"),
+        pytest.param("-" + "9" * 400, float("-inf"), id="400-digit-negative"),
+        pytest.param("1" + "0" * 25, 1e25, id="26-digit-integer"),
+        pytest.param("18446744073709551616", 2**64, id="2^64"),
+        pytest.param("18446744073709551615", 2**64 - 1, id="uint64-max"),
+        pytest.param("-9223372036854775808", -(2**63), id="int64-min"),
+        pytest.param("1e999", float("inf"), id="float-overflow"),
+        pytest.param("-0.0", -0.0, id="negative-zero"),
+        pytest.param("1e-999", 0.0, id="float-underflow-is-zero"),
+    ],
+)
+def test_numbers_decode_in_linear_time_whatever_their_size(literal, value):
+    """Integers longer than any 64-bit number become floats, never a 4300-digit conversion error."""
+    decoded = loads('{"someFutureField": ' + literal + "}")["someFutureField"]
+    assert decoded == value and type(decoded) is type(value)
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(literal):
+    with pytest.raises(PayloadError, match=f"the body is not valid JSON: {literal} is not a JSON number"):
+        loads('{"x": ' + literal + "}")
+
+
+def test_out_of_range_numbers_in_unknown_fields_are_ignored():
+    data = loads(json.dumps(payload("firing-single"))[:-1] + ', "someFutureField": 1' + "0" * 5000 + "}")
+    assert parse(data).alerts[0].labels["alertname"] == "HighErrorRate"
+
+
+@pytest.mark.parametrize(
+    "truncated, accepted",
+    [
+        pytest.param(2**64 - 1, True, id="uint64-max"),
+        pytest.param(2**64, False, id="past-uint64"),
+        pytest.param(10**400, False, id="huge"),
+        pytest.param(float("inf"), False, id="decoded-from-400-digits"),
+        pytest.param(-1, False, id="negative"),
+        pytest.param(-0.0, False, id="negative-zero"),
+        pytest.param(5.0, False, id="float"),
+        pytest.param(True, False, id="boolean"),
+    ],
+)
+def test_truncated_alerts_is_a_64_bit_count(truncated, accepted):
+    data = _with(("truncatedAlerts",), truncated)
+    if accepted:
+        assert parse(data).truncated_alerts == truncated
+    else:
+        with pytest.raises(PayloadError, match="'truncatedAlerts' must be a whole number from 0 to 2\\^64-1"):
+            parse(data)
+
+
+@pytest.mark.parametrize(
+    "path, read",
+    [
+        pytest.param(("alerts", 0, "labels", "instance"), lambda n: n.alerts[0].labels["instance"], id="label-value"),
+        pytest.param(
+            ("alerts", 0, "annotations", "summary"), lambda n: n.alerts[0].annotations["summary"], id="annotation"
+        ),
+        pytest.param(("alerts", 0, "generatorURL"), lambda n: n.alerts[0].generator_url, id="generator-url"),
+        pytest.param(("groupLabels", "alertname"), lambda n: n.group_labels["alertname"], id="group-label"),
+        pytest.param(("groupKey",), lambda n: n.group_key, id="group-key"),
+        pytest.param(("receiver",), lambda n: n.receiver, id="receiver"),
+        pytest.param(("externalURL",), lambda n: n.external_url, id="external-url"),
+    ],
+)
+@pytest.mark.parametrize(
+    "bad, repaired",
+    [
+        pytest.param("a\ud800b", "a\ufffdb", id="lone-high"),
+        pytest.param("\udfff", "\ufffd", id="lone-low"),
+        pytest.param("\ude00\ud83d", "\ufffd\ufffd", id="pair-reversed"),
+        pytest.param("\ud83d\ude00", "\U0001f600", id="split-pair-joined"),
+    ],
+)
+def test_lone_surrogates_become_replacement_characters(path, read, bad, repaired):
+    """Decoded from valid JSON escapes, such strings are not encodable; they are repaired, and the page still goes."""
+    found = read(parse(_with(path, bad)))
+    assert found == repaired
+    found.encode("utf-8")
+
+
+def test_lone_surrogate_in_a_label_name_is_repaired_and_fingerprinted_as_repaired():
+    data = payload("firing-single")
+    alert = data["alerts"][0]
+    del alert["fingerprint"]
+    alert["labels"]["bad\udc80name"] = "x"
+    labels = parse(data).alerts[0].labels
+    assert "bad\ufffdname" in labels and labels["bad\ufffdname"] == "x"
+    assert parse(data).alerts[0].fingerprint == fingerprint(labels)
+
+
+def test_text_leaves_valid_strings_alone():
+    for value in ("plain", "ünïcödé", "\U0001f600", ""):
+        assert text(value) is value

@@ -161,3 +161,26 @@ def test_render_for_a_route_shows_the_deciding_rule_and_drops(env, capsys, tmp_p
     assert "event 1 of 1: trigger dedup_key=55b97254facb078e severity=critical" in out
     assert "severity: rule 'disk-is-critical' (instance=\"db-2:9100\"): severity critical" in out
     assert cli.main(["render", "--route", "nope", "--example", "multi"]) == 1
+
+
+@pytest.mark.parametrize(
+    "edit, code, expected",
+    [
+        pytest.param(
+            lambda t: t.replace('"HighErrorRate"', '"High\\ud800Rate"', 1), 0, "High\\ufffdRate", id="surrogate"
+        ),
+        pytest.param(lambda t: t[:-1] + ', "x": 1' + "0" * 5000 + "}", 0, "event 1 of 1", id="5000-digits-ignored"),
+        pytest.param(
+            lambda t: t[:-1] + ', "truncatedAlerts": 1' + "0" * 5000 + "}", 1, "'truncatedAlerts'", id="huge-count"
+        ),
+        pytest.param(lambda t: t[:-1] + ', "x": NaN}', 1, "NaN is not a JSON number", id="nan"),
+    ],
+)
+def test_render_takes_hostile_payloads_as_the_service_does(env, capsys, tmp_path, edit, code, expected):
+    """The same decoding as the webhook: strings repaired, unread huge numbers ignored, read ones checked."""
+    path = tmp_path / "payload.json"
+    path.write_text(edit((PAYLOADS / "firing-single.json").read_text().strip()))
+    assert cli.main(["render", str(path)]) == code
+    out, err = capsys.readouterr()
+    assert expected in (out if code == 0 else err)
+    (out + err).encode("utf-8")

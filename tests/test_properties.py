@@ -1,5 +1,8 @@
 """Hostile and arbitrary input, generated: never a 5xx, and every limit holds for every valid payload."""
 
+import contextlib
+import dataclasses
+import io
 import json
 
 import pytest
@@ -12,27 +15,38 @@ from adapter.alertmanager import fingerprint, parse
 from adapter.mapping import MAX_BODY_BYTES, MAX_DEDUP_KEY, MAX_SUMMARY, EventRules, encode, map_notification
 from adapter.metrics import Metrics
 
-from .conftest import API_URL, SECRET, make_config
+from .conftest import API_URL, SECRET, make_config, payload
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 HEADERS = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
 
+# Every code point, lone surrogates (category Cs) included: st.text() leaves those out unless asked.
+any_char = st.characters(exclude_categories=())
+any_text = st.text(any_char)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | any_text,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(any_char, max_size=10), children, max_size=5)
+    ),
     max_leaves=30,
 )
-label_names = st.text(min_size=1, max_size=30)
-label_values = st.text(max_size=200)
+label_names = st.text(any_char, min_size=1, max_size=30)
+label_values = st.text(any_char, max_size=200)
 labels = st.dictionaries(label_names, label_values, max_size=12)
 timestamps = st.sampled_from(
     ["2026-05-28T14:23:00Z", "2026-05-28T14:23:00.123456789+02:00", "0001-01-01T00:00:00Z", ""]
 )
-urls = st.one_of(st.text(max_size=50), st.builds(lambda s: "https://example.com/" + s, st.text(max_size=50)))
+urls = st.one_of(
+    st.text(any_char, max_size=50), st.builds(lambda s: "https://example.com/" + s, st.text(any_char, max_size=50))
+)
 alerts = st.fixed_dictionaries(
     {"status": st.sampled_from(["firing", "resolved"]), "labels": labels},
     optional={
-        "annotations": st.dictionaries(st.text(max_size=20), st.text(max_size=3000), max_size=6),
+        "annotations": st.dictionaries(st.text(any_char, max_size=20), st.text(any_char, max_size=3000), max_size=6),
         "startsAt": timestamps,
         "endsAt": timestamps,
         "generatorURL": urls,
@@ -44,19 +58,89 @@ payloads = st.fixed_dictionaries(
     optional={
         "version": st.just("4"),
         "status": st.sampled_from(["firing", "resolved"]),
-        "groupKey": st.text(max_size=300),
-        "receiver": st.text(max_size=30),
+        "groupKey": st.text(any_char, max_size=300),
+        "receiver": st.text(any_char, max_size=30),
         "groupLabels": labels,
         "externalURL": urls,
-        "truncatedAlerts": st.integers(min_value=0, max_value=10_000),
+        "truncatedAlerts": st.integers(min_value=0, max_value=2**64 - 1),
         "somethingNew": json_values,
     },
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class Raw:
+    """JSON text written into a document as it is: numbers json.dumps refuses or cannot write."""
+
+    text: str
+
+
+# Numbers as a hostile sender writes them: within and far beyond 64 bits and 4,300 digits, overflowing
+# floats, negative zero, and the NaN/Infinity words Python's json would otherwise accept.
+number_literals = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.integers(min_value=19, max_value=6000).map(lambda n: "9" * n),
+    st.integers(min_value=19, max_value=6000).map(lambda n: "-1" + "0" * n),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.sampled_from(
+        [
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "1e999",
+            "-1e999",
+            "1E400",
+            "-0.0",
+            "-0",
+            "1e-999",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+        ]
+    ),
+).map(Raw)
+hostile_leaves = number_literals | any_text | json_values
+
+
+def dump(value) -> str:
+    """json.dumps, but Raw values are written as they are."""
+    if isinstance(value, Raw):
+        return value.text
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{dump(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(dump(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def places(value, path=()):
+    """Every position in a document: each value, container or leaf, by its path of keys and indexes."""
+    yield path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield from places(child, (*path, key))
+
+
+def put(document, path, value):
+    """A copy of document with the value at path replaced (or the whole document, for the empty path)."""
+    if not path:
+        return value
+    copy = json.loads(json.dumps(document))
+    target = copy
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return copy
+
+
+REAL = payload("mixed-one-resolved")
+REAL_PLACES = list(places(REAL))
+
+
 @pytest.fixture(scope="module")
 def client():
-    app = create_app(make_config(), metrics=Metrics())
+    app = create_app(make_config(LOG_FORMAT="text"), metrics=Metrics())
     return app.test_client()
 
 
@@ -93,6 +177,32 @@ def test_any_valid_payload_is_delivered(client, alert24, data):
     r = client.post("/alertmanager", data=json.dumps(data), headers=HEADERS)
     assert_json_answer(r)
     assert r.status_code == 200
+
+
+@SETTINGS
+@given(path=st.sampled_from(REAL_PLACES), value=hostile_leaves)
+def test_hostile_value_anywhere_in_a_real_payload_never_gets_a_5xx(client, alert24, path, value):
+    """Any number or string, anywhere in a real payload: a JSON 2xx/4xx; what is sent and logged is UTF-8."""
+    before = len(alert24.calls)
+    # Log lines go to a strict UTF-8 stream, as they would to a pipe: an unencodable one would be a logging error.
+    out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        r = client.post("/alertmanager", data=dump(put(REAL, path, value)).encode(), headers=HEADERS)
+        out.flush()
+    assert_json_answer(r)
+    assert "Logging error" not in err.getvalue()
+    sent = alert24.calls[before:]
+    if r.status_code >= 400:
+        assert not sent, "nothing is forwarded for a refused webhook"
+    for call in sent:
+        json.loads(call.request.body.decode("utf-8"))
+
+
+@SETTINGS
+@given(name=st.text(any_char, min_size=1, max_size=10), value=hostile_leaves)
+def test_hostile_unknown_field_never_gets_a_5xx(client, alert24, name, value):
+    r = client.post("/alertmanager", data=dump({**REAL, name: value}).encode(), headers=HEADERS)
+    assert_json_answer(r)
 
 
 @SETTINGS

@@ -215,8 +215,8 @@ def test_unexpected_failure_is_json_500_without_traceback(post, capsys):
         headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"},
     )
     assert r.status_code == 500
-    assert r.json == {"error": "internal error; see the adapter's log"}
-    assert "Traceback" not in r.get_data(as_text=True)
+    assert r.json == {"error": f"internal error; see the adapter's log for request id {r.headers['X-Request-Id']}"}
+    assert "Traceback" not in r.get_data(as_text=True) and "boom" not in r.get_data(as_text=True)
 
 
 @pytest.mark.parametrize(
@@ -243,3 +243,100 @@ def test_client_address_for_the_logs(peer, forwarded, trusted, expected):
 
     environ = {"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": forwarded}
     assert client_address(environ, trusted) == expected
+
+
+def _with_raw(name: str, field: str, literal: str) -> bytes:
+    """A stored payload with one top-level field set to a raw JSON literal (json.dumps cannot write these)."""
+    body = json.dumps({k: v for k, v in payload(name).items() if k != field})
+    return (body[:-1] + f', "{field}": {literal}}}').encode()
+
+
+@pytest.mark.parametrize(
+    "body, code, message",
+    [
+        pytest.param(
+            _with_raw("firing-single", "someFutureField", "1" + "0" * 5000), 200, "", id="5000-digits-ignored"
+        ),
+        pytest.param(_with_raw("firing-single", "someFutureField", "1e999"), 200, "", id="1e999-ignored"),
+        pytest.param(
+            _with_raw("firing-single", "truncatedAlerts", "1" + "0" * 400),
+            400,
+            "'truncatedAlerts' must be a whole number from 0 to 2^64-1",
+            id="huge-truncated",
+        ),
+        pytest.param(
+            _with_raw("firing-single", "truncatedAlerts", "18446744073709551616"),
+            400,
+            "'truncatedAlerts' must be",
+            id="truncated-past-64-bits",
+        ),
+        pytest.param(
+            _with_raw("firing-single", "truncatedAlerts", "-1"), 400, "'truncatedAlerts' must be", id="negative"
+        ),
+        pytest.param(_with_raw("firing-single", "truncatedAlerts", "1e999"), 400, "'truncatedAlerts' must", id="1e999"),
+        pytest.param(
+            _with_raw("firing-single", "truncatedAlerts", "-0.0"), 400, "'truncatedAlerts' must", id="minus-0.0"
+        ),
+        pytest.param(_with_raw("firing-single", "x", "NaN"), 400, "NaN is not a JSON number", id="nan"),
+        pytest.param(_with_raw("firing-single", "x", "-Infinity"), 400, "is not a JSON number", id="minus-infinity"),
+    ],
+)
+def test_out_of_range_numbers_are_ignored_unread_and_refused_where_read(client, alert24, body, code, message):
+    """Never a 500: a number nobody reads is ignored; one that would reach a metric is refused, naming its field."""
+    r = client.post(
+        "/alertmanager", data=body, headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
+    )
+    assert r.status_code == code
+    if code == 400:
+        assert message in r.json["error"] and len(alert24.calls) == 0
+    else:
+        assert r.json["ok"] is True and len(alert24.calls) == 1
+
+
+def test_largest_truncated_count_is_delivered_and_counted(client, alert24, app):
+    body = _with_raw("firing-single", "truncatedAlerts", str(2**64 - 1))
+    r = client.post(
+        "/alertmanager", data=body, headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
+    )
+    assert r.status_code == 200 and len(alert24.calls) == 1
+    registry = app.extensions["alert24_adapter"].metrics.registry
+    assert registry.get_sample_value("alert24_adapter_truncated_alerts_total") == float(2**64 - 1)
+
+
+SURROGATE_PLACES = {
+    "label-name": lambda d: d["alerts"][0]["labels"].update({"bad\ud800name": "x"}),
+    "label-value": lambda d: d["alerts"][0]["labels"].update(instance="pay-1\udfff"),
+    "summary": lambda d: d["alerts"][0]["annotations"].update(summary="disk \ud83d full"),
+    "runbook-url": lambda d: d["alerts"][0]["annotations"].update(runbook_url="https://wiki.example/\udc00"),
+    "group-key": lambda d: d.update(groupKey='{}:{alertname="\ud800"}'),
+    "group-label": lambda d: d["groupLabels"].update(alertname="\udbff"),
+}
+
+
+@pytest.mark.parametrize(
+    "env_overrides",
+    [
+        pytest.param({"LOG_FORMAT": "text"}, id="text-log"),
+        pytest.param({"LOG_FORMAT": "json", "DEDUP_BY": "group"}, id="json-log-group"),
+        pytest.param({"LOG_FORMAT": "text", "DEDUP_BY": "group"}, id="text-log-group"),
+    ],
+)
+@pytest.mark.parametrize("place", sorted(SURROGATE_PLACES))
+def test_lone_surrogates_are_repaired_and_the_page_goes_out(client, alert24, capsys, env_overrides, place):
+    """A valid JSON escape of a lone surrogate anywhere: delivered, with U+FFFD, in UTF-8 body, log and answer."""
+    data = payload("firing-single")
+    del data["alerts"][0]["fingerprint"]
+    SURROGATE_PLACES[place](data)
+    body = json.dumps(data).encode()  # ensure_ascii writes the lone surrogate as a \uXXXX escape
+    assert b"\\ud8" in body or b"\\udb" in body or b"\\udc" in body or b"\\udf" in body
+    r = client.post(
+        "/alertmanager", data=body, headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
+    )
+    out = capsys.readouterr()
+    assert r.status_code == 200, r.get_data(as_text=True)
+    [call] = alert24.calls
+    sent = call.request.body.decode("utf-8")
+    if place not in ("group-key", "group-label") or env_overrides.get("DEDUP_BY") == "group":
+        assert "\ufffd" in json.dumps(json.loads(sent), ensure_ascii=False)
+    out.out.encode("utf-8")
+    assert "Traceback" not in out.out + out.err and "Logging error" not in out.err
