@@ -16,9 +16,11 @@ from . import log as logs
 from .alert24 import Alert24Client
 from .alertmanager import text
 from .config import Config, from_env
-from .errors import AdapterError, ConfigError, UnknownRoute
+from .errors import AdapterError, ConfigError, LedgerError, UnknownRoute
 from .forwarder import Forwarder, Target
+from .ledger import Ledger, open_ledger
 from .metrics import Metrics
+from .reconciler import AlertmanagerAPI, Reconciler
 from .views import bp, client_address
 
 log = logging.getLogger("alert24_adapter")
@@ -45,13 +47,14 @@ class State:
     def of(cls, config: Config) -> State:
         default = None
         if config.integration_key or config.dry_run:
-            default = Target("default", config.integration_key, config.rules, config.shared_secrets)
+            default = Target("default", config.integration_key, config.rules, config.shared_secrets, route="")
         routes = {
             r.name: Target(
                 r.name,
                 r.integration_key,
                 r.rules,
                 config.shared_secrets if r.shared_secrets is None else r.shared_secrets,
+                route=r.name,
             )
             for r in config.routes
         }
@@ -77,6 +80,26 @@ class Runtime:
         self.forwarder = forwarder
         self.metrics = metrics
         self.environ = environ
+        self.reconciler: Reconciler | None = None
+
+    def readiness(self) -> dict[str, object]:
+        """What /readyz reports: the configuration, and (never failing on them) deliveries, ledger, reconciler."""
+        config = self.state.config
+        out: dict[str, object] = {
+            "status": "ready",
+            "dry_run": config.dry_run,
+            "routes": sorted(self.state.routes),
+            "last_delivery": self.forwarder.last_delivery,
+        }
+        if self.forwarder.ledger is not None:
+            out["ledger"] = {"url": config.ledger_display(), **(self.forwarder.ledger_status or {"ok": None})}
+        if self.reconciler is not None and config.reconciler_on:
+            out["reconciler"] = {
+                "alertmanagers": list(config.alertmanager_urls),
+                "leader": self.reconciler.leader,
+                "last_pass": self.reconciler.last_pass,
+            }
+        return out
 
     def reload(self) -> bool:
         """Re-read the configuration (the ADAPTER_CONFIG file and any secret files); keep the old one if broken."""
@@ -152,8 +175,13 @@ def create_app(
         )
     metrics = metrics or Metrics()
     metrics.config_loaded(True)
-    forwarder = Forwarder(client, metrics, config.time_budget, config.dry_run, clock=clock)
+    ledger = _ledger(config, metrics)
+    forwarder = Forwarder(client, metrics, config.time_budget, config.dry_run, clock=clock, ledger=ledger)
     runtime = Runtime(State.of(config), forwarder, metrics, os.environ if environ is None else environ)
+    if ledger is not None:
+        metrics.count_open_incidents(ledger.counts)
+        api = AlertmanagerAPI(config) if config.reconciler_on else None
+        runtime.reconciler = Reconciler(ledger, metrics, client, lambda: runtime.state, api)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -163,6 +191,8 @@ def create_app(
     app.register_blueprint(bp)
     # gunicorn's on_reload hook (SIGHUP) calls this in the master before forking new workers.
     app.reload_config = runtime.reload
+    # gunicorn's post_worker_init hook calls this in each worker: the reconciler's loop (its leader acts).
+    app.start_background = runtime.reconciler.start if runtime.reconciler is not None else lambda: None
 
     @app.errorhandler(AdapterError)
     def _adapter_error(exc: AdapterError):
@@ -197,3 +227,19 @@ def create_app(
         return response
 
     return app
+
+
+def _ledger(config: Config, metrics: Metrics) -> Ledger | None:
+    """The ledger, its schema ready; a store that cannot be used now is reported, never fatal: paging comes first."""
+    if not config.ledger_on:
+        return None
+    ledger = open_ledger(config.ledger_url, config.ledger_display())
+    try:
+        ledger.setup()
+    except LedgerError as exc:
+        metrics.ledger_errors.labels("setup").inc()
+        log.error("ledger unavailable at start-up; webhooks are still delivered: %s", exc.message)
+    finally:
+        # Built in gunicorn's master: no connection may be inherited by the workers.
+        ledger.close()
+    return ledger

@@ -16,7 +16,7 @@ from importlib import resources
 
 from . import alertmanager
 from .config import from_env
-from .errors import AdapterError, ConfigError
+from .errors import AdapterError, ConfigError, LedgerError
 from .mapping import plan
 from .version import __version__
 
@@ -63,6 +63,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--severity", default="critical", help="severity label of the test alert (default: critical)")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for each answer (default: 15)")
     p.set_defaults(run=send_test)
+
+    p = commands.add_parser(
+        "incidents",
+        help="list the open incidents in the ledger",
+        description="List the incidents the adapter triggered at Alert24 and has not resolved, from the ledger "
+        "(LEDGER_URL, or the default SQLite file when ALERTMANAGER_URL is set).",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object per incident")
+    p.set_defaults(run=incidents)
+
+    p = commands.add_parser(
+        "reconcile",
+        help="run one reconcile pass, or show with --dry-run what it would resolve and why",
+        description="Ask every Alertmanager of ALERTMANAGER_URL for the alerts it holds and judge every open "
+        "incident. With --dry-run, print what a pass would resolve and why, and change nothing. Without it, run "
+        "a pass if no running adapter holds the reconciler's lock.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="send nothing and change nothing; print the verdict")
+    p.set_defaults(run=reconcile)
 
     p = commands.add_parser(
         "serve",
@@ -155,6 +174,121 @@ def send_test(args) -> int:
         print(f"{name}: HTTP {r.status_code} request_id={r.headers.get('X-Request-Id', '-')} {r.text.strip()}")
         ok &= 200 <= r.status_code < 300
     return 0 if ok else 1
+
+
+def incidents(args) -> int:
+    config, ledger = _ledger()
+    if ledger is None:
+        return 1
+    try:
+        entries = ledger.entries()
+    except LedgerError as exc:
+        print(f"alert24-adapter: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        ledger.close()
+    for e in entries:
+        if args.json:
+            print(json.dumps({**e.as_dict(), "route": e.route or "default"}))
+            continue
+        absent = f" absent since {_when(e.absent_since)}" if e.absent_since is not None else ""
+        print(
+            f"{e.route or 'default'} {e.dedup_key} {e.alertname or '-'} {e.severity} "
+            f"first {_when(e.first_seen)} last {_when(e.last_seen)}{absent}: {e.summary}"
+        )
+    print(f"{len(entries)} open incident(s) in {config.ledger_display()}", file=sys.stderr)
+    return 0
+
+
+def reconcile(args) -> int:
+    from .alert24 import Alert24Client
+    from .app import State
+    from .metrics import Metrics
+    from .reconciler import SKIPPED, AlertmanagerAPI, Reconciler
+
+    config, ledger = _ledger()
+    if ledger is None:
+        return 1
+    if not config.reconciler_on:
+        print("alert24-adapter: ALERTMANAGER_URL is not set: there is nothing to reconcile against", file=sys.stderr)
+        return 1
+    client = None
+    if not args.dry_run and not config.dry_run:
+        client = Alert24Client(
+            config.api_url,
+            config.api_key,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            retries=config.retries,
+            concurrency=config.concurrency,
+        )
+    state = State.of(config)
+    reconciler = Reconciler(ledger, Metrics(), client, lambda: state, AlertmanagerAPI(config))
+    try:
+        if not args.dry_run and not ledger.try_lead():
+            print(
+                "alert24-adapter: a running adapter holds the reconciler's lock and runs a pass every "
+                "RECONCILE_INTERVAL; use --dry-run to see what it will do",
+                file=sys.stderr,
+            )
+            return 1
+        report = reconciler.run_pass(dry_run=args.dry_run)
+    except LedgerError as exc:
+        print(f"alert24-adapter: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        ledger.close()
+    if report.outcome == SKIPPED:
+        print(f"pass skipped, nothing would be resolved: {report.reason}", file=sys.stderr)
+        return 1
+    verdict = report.verdict
+    grace = config.reconcile_grace
+    now = datetime.now(timezone.utc).timestamp()
+    verb = "would resolve" if args.dry_run else "resolved"
+    for e in verdict.resolve:
+        since = _when(e.absent_since) if e.absent_since is not None else "now"
+        print(
+            f"{verb}: {e.route or 'default'} {e.dedup_key} {e.alertname}: no Alertmanager reports its alerts "
+            f"since {since}, and the grace of {grace:g} s has passed"
+        )
+    for e in verdict.waiting:
+        print(
+            f"waiting: {e.route or 'default'} {e.dedup_key} {e.alertname}: absent since {_when(e.absent_since)}; "
+            f"resolved from {_when(e.absent_since + grace)} if it stays absent"
+        )
+    for e in verdict.newly_absent:
+        print(
+            f"absent: {e.route or 'default'} {e.dedup_key} {e.alertname}: no Alertmanager reports its alerts; "
+            f"resolved from {_when(now + grace)} if it stays absent"
+        )
+    for e in verdict.back:
+        print(f"back: {e.route or 'default'} {e.dedup_key} {e.alertname}: reported again; no longer absent")
+    for d in report.deliveries:
+        if d.outcome != "accepted":
+            print(f"not delivered: {d.event.dedup_key}: {d.detail}")
+    absent = len(verdict.resolve) + len(verdict.waiting) + len(verdict.newly_absent)
+    print(f"{absent} absent incident(s); {len(verdict.resolve)} {verb}", file=sys.stderr)
+    return 0 if report.outcome != "failed" else 1
+
+
+def _ledger():
+    """The configuration and its ledger, or (config, None) after saying why there is none."""
+    from .ledger import open_ledger
+
+    try:
+        config = from_env()
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"alert24-adapter: configuration error: {line}", file=sys.stderr)
+        return None, None
+    if not config.ledger_on:
+        print("alert24-adapter: no ledger: set ALERTMANAGER_URL (reconciler) or LEDGER_URL", file=sys.stderr)
+        return config, None
+    return config, open_ledger(config.ledger_url, config.ledger_display())
+
+
+def _when(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def serve(args) -> int:

@@ -14,6 +14,12 @@ from .mapping import DEDUP_MODES, SEVERITIES, EventRules
 from .policy import parse_rules
 
 DEFAULT_API_URL = "https://app.alert24.io/api/v1/incidents"
+DEFAULT_STATE_DIRECTORY = "/var/lib/alert24-adapter"
+LEDGER_FILE = "ledger.db"
+LEDGER_SCHEMES = ("sqlite", "postgresql", "postgres")
+# Alertmanager's (Prometheus') duration units; a duration may chain several, largest first: 1h30m.
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
 DEFAULT_SEVERITY_MAP = "critical=critical,warning=warning,info=low"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
@@ -77,6 +83,26 @@ class Config:
     request_threads: int = 8
     config_file: str | None = None
     routes: tuple[Route, ...] = ()
+    alertmanager_urls: tuple[str, ...] = ()
+    alertmanager_token: str | None = dataclasses.field(default=None, repr=False)
+    alertmanager_username: str = ""
+    alertmanager_password: str | None = dataclasses.field(default=None, repr=False)
+    ledger_url: str | None = dataclasses.field(default=None, repr=False)
+    reconcile_interval: float = 300.0
+    reconcile_grace: float = 600.0
+    ledger_max_age: float = 30 * 86400.0
+
+    @property
+    def reconciler_on(self) -> bool:
+        return bool(self.alertmanager_urls)
+
+    @property
+    def ledger_on(self) -> bool:
+        return self.ledger_url is not None
+
+    def ledger_display(self) -> str | None:
+        """The ledger's URL without its password, for logs and check-config."""
+        return redact_url(self.ledger_url) if self.ledger_url else None
 
     def masked(self) -> dict[str, object]:
         """The effective settings as plain data, with every secret replaced by a mask."""
@@ -92,7 +118,18 @@ class Config:
             elif f.name == "routes":
                 value = {route.name: route.masked() for route in value}
             out[f.name] = value
+        out["ledger_url"] = self.ledger_display()
         return out
+
+
+def redact_url(url: str) -> str:
+    """A URL with any password in it replaced by the mask."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:{MASK}@{host}").geturl()
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> Config:
@@ -162,10 +199,78 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         request_threads=int(env.number("GUNICORN_THREADS", 8, 1, 1024, integer=True)),
         config_file=config_file,
         routes=routes,
+        **_reconciling(env),
     )
     if env.problems:
         raise ConfigError("\n".join(env.problems))
     return config
+
+
+def _reconciling(env: _Env) -> dict[str, object]:
+    """The ledger and reconciler settings: on with ALERTMANAGER_URL (both) or LEDGER_URL (the ledger alone)."""
+    urls = tuple(u.strip().rstrip("/") for u in env.text("ALERTMANAGER_URL", "").split(",") if u.strip())
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            env.problem("ALERTMANAGER_URL must be a comma-separated list of http:// or https:// base URLs")
+            break
+        if parts.username is not None or parts.password is not None:
+            env.problem(
+                "ALERTMANAGER_URL must not hold credentials; set ALERTMANAGER_TOKEN, or ALERTMANAGER_USERNAME "
+                "and ALERTMANAGER_PASSWORD"
+            )
+            break
+    token = env.secret("ALERTMANAGER_TOKEN")
+    username = env.text("ALERTMANAGER_USERNAME", "")
+    password = env.secret("ALERTMANAGER_PASSWORD")
+    if token and (username or password):
+        env.problem("set ALERTMANAGER_TOKEN (Bearer) or ALERTMANAGER_USERNAME/ALERTMANAGER_PASSWORD (Basic), not both")
+    elif bool(username) != bool(password) and "ALERTMANAGER_PASSWORD" not in env.faulty:
+        env.problem("ALERTMANAGER_USERNAME and ALERTMANAGER_PASSWORD go together (HTTP Basic auth)")
+
+    ledger_url = env.secret("LEDGER_URL")
+    if ledger_url:
+        parts = urlsplit(ledger_url)
+        if parts.scheme not in LEDGER_SCHEMES:
+            env.problem("LEDGER_URL must be sqlite:///absolute/path.db or postgresql://user@host/database")
+        elif parts.scheme == "sqlite" and (parts.netloc or not parts.path.startswith("/") or parts.path == "/"):
+            env.problem("LEDGER_URL: a SQLite ledger is sqlite:///absolute/path.db (three slashes, an absolute path)")
+        elif parts.scheme != "sqlite" and not parts.hostname and "host=" not in parts.query:
+            env.problem("LEDGER_URL: a PostgreSQL ledger names its host: postgresql://user@host/database")
+    elif urls and "LEDGER_URL" not in env.faulty:
+        # systemd's StateDirectory= may list several directories; the first is the adapter's.
+        state = env.text("STATE_DIRECTORY", DEFAULT_STATE_DIRECTORY).split(":")[0]
+        ledger_url = "sqlite://" + os.path.join(os.path.abspath(state), LEDGER_FILE)
+
+    interval = env.duration("RECONCILE_INTERVAL", 300.0, 0.1, 86400)
+    grace = env.duration("RECONCILE_GRACE", 600.0, 0, 30 * 86400)
+    max_age = env.duration("LEDGER_MAX_AGE", 30 * 86400.0, 60, 10 * 365 * 86400)
+    if max_age <= grace:
+        env.problem("LEDGER_MAX_AGE must be longer than RECONCILE_GRACE")
+    return {
+        "alertmanager_urls": urls,
+        "alertmanager_token": token,
+        "alertmanager_username": username,
+        "alertmanager_password": password,
+        "ledger_url": ledger_url,
+        "reconcile_interval": interval,
+        "reconcile_grace": grace,
+        "ledger_max_age": max_age,
+    }
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds from plain seconds (`90`, `0.5`) or an Alertmanager-style duration (`30s`, `5m`, `1h30m`)."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        match = _DURATION.fullmatch(text)
+        if not text or not match:
+            return None
+        units = ("y", "w", "d", "h", "m", "s", "ms")
+        return float(sum(int(n) * _DURATION_UNITS[u] for n, u in zip(match.groups(), units, strict=True) if n))
+    return value if math.isfinite(value) else None
 
 
 def _load_file(path: str, env: _Env, base: EventRules, dry_run: bool) -> tuple[EventRules, tuple[Route, ...]]:
@@ -339,6 +444,18 @@ class _Env:
             return default
         if not math.isfinite(value) or not low <= value <= high:
             self.problem(f"{name} must be from {low:g} to {high:g}")
+            return default
+        return value
+
+    def duration(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            return default
+        value = parse_duration(raw)
+        if value is None or not low <= value <= high:
+            self.problem(
+                f"{name} must be seconds (90, 0.5) or a duration such as 30s, 5m or 1h, from {low:g} s to {high:g} s"
+            )
             return default
         return value
 

@@ -59,3 +59,17 @@ class DeliveryRejected(AdapterError):
     """Alert24 refused an event for good; resending the same event will not help."""
 
     status = 422
+
+
+class LedgerError(AdapterError):
+    """The ledger of open incidents could not be read or written; paging goes on without it."""
+
+    status = 503
+    retryable = True
+
+
+class AlertmanagerUnavailable(AdapterError):
+    """An Alertmanager's API could not be asked, or answered something unusable: the pass is skipped."""
+
+    status = 503
+    retryable = True

@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 
 from .alert24 import ACCEPTED, FAILED, REJECTED, Alert24Client, Delivery
 from .alertmanager import Notification
-from .errors import AdapterError, DeliveryFailed, DeliveryRejected
+from .errors import AdapterError, DeliveryFailed, DeliveryRejected, LedgerError
+from .ledger import Ledger
 from .mapping import Event, EventRules, plan
 from .metrics import Metrics
 
@@ -26,6 +27,7 @@ class Target:
     integration_key: str | None = dataclasses.field(repr=False)
     rules: EventRules
     secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    route: str = ""  # as the ledger keys it: "" for plain /alertmanager, else the route's name
 
 
 @dataclasses.dataclass
@@ -78,8 +80,11 @@ class Forwarder:
         time_budget: float,
         dry_run: bool,
         clock: Callable[[], datetime] | None = None,
+        ledger: Ledger | None = None,
     ):
         self.client = client
+        self.ledger = ledger
+        self.ledger_status: dict[str, object] | None = None
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.metrics = metrics
         self.time_budget = time_budget
@@ -146,8 +151,27 @@ class Forwarder:
             else:
                 log.warning(f"event not delivered: {d.detail}", extra=fields)
         error = verdict(deliveries)
+        if self.ledger is not None:
+            self._record(target, [d.event for d in deliveries if d.outcome == ACCEPTED])
         if deliveries:
             self.last_delivery = {"ok": error is None, "at": time.time()}
             if error is None:
                 m.last_success.set_to_current_time()
         return Report(events, deliveries, False, error, dropped)
+
+    def _record(self, target: Target, accepted: list[Event]) -> None:
+        """Keep the ledger of open incidents; its failure never changes the webhook's answer."""
+        if not accepted:
+            return
+        try:
+            self.ledger.record(target.route, accepted, time.time())
+        except LedgerError as exc:
+            self.metrics.ledger_errors.labels("record").inc()
+            self.ledger_status = {"ok": False, "error": exc.message, "at": time.time()}
+            log.warning(
+                "ledger not updated; the events were delivered, the reconciler will not know of them",
+                extra={"route": target.name, "error": exc.message, "events": len(accepted)},
+            )
+            return
+        if self.ledger_status is None or not self.ledger_status["ok"]:
+            self.ledger_status = {"ok": True, "error": None, "at": time.time()}

@@ -78,6 +78,13 @@ def on_reload(server):
         reload()
 
 
+def post_worker_init(worker):
+    """In each new worker: start the reconciler's loop (only the process holding the ledger's lock acts)."""
+    start = getattr(worker.wsgi, "start_background", None)
+    if start is not None:
+        start()
+
+
 def child_exit(server, worker):
     """Let the scrape stop counting a dead worker's live gauges."""
     from prometheus_client import multiprocess

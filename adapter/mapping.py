@@ -48,13 +48,19 @@ class EventRules:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
-    """One Alert24 incident event, without the integration key; `why` explains the choices made."""
+    """One Alert24 incident event, without the integration key; `why` explains the choices made.
+
+    `members` are the (fingerprint, status) of the alerts behind it, and `alertname` names them: what
+    the ledger of open incidents keeps. Neither is sent.
+    """
 
     dedup_key: str
     action: str
     payload: dict[str, Any]
     links: list[dict[str, str]]
     why: dict[str, str]
+    members: tuple[tuple[str, str], ...] = ()
+    alertname: str = ""
 
     @property
     def severity(self) -> str:
@@ -167,6 +173,8 @@ def _alert_event(alert: Alert, notification: Notification, decision: Decision) -
         payload=payload,
         links=_valid_links(links),
         why={"severity": severity_why, "dedup": f"dedup_by=alert: the alert's fingerprint {alert.fingerprint}"},
+        members=((alert.fingerprint, alert.status),),
+        alertname=alert.labels.get("alertname", ""),
     )
 
 
@@ -209,6 +217,39 @@ def _group_event(notification: Notification, kept: list[tuple[Alert, Decision]])
             "severity": f"most severe of the group: {severity_why}",
             "dedup": "dedup_by=group: sha256 of the groupKey",
         },
+        members=tuple((a.fingerprint, a.status) for a, _ in kept),
+        alertname=name,
+    )
+
+
+def reconciled_resolve(
+    dedup_key: str, severity: str, summary: str, fingerprints: tuple[str, ...], absent_since: datetime, now: datetime
+) -> Event:
+    """The resolve the reconciler sends for an incident whose alerts Alertmanager no longer reports."""
+    since = absent_since.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    reason = (
+        f"Closed by alert24-adapter: no Alertmanager has reported this alert since {since}, and Alertmanager "
+        "sent no resolve (it was silenced or inhibited when it ended, its group was re-routed or truncated, "
+        "or Alertmanager lost its state)."
+    )
+    return Event(
+        dedup_key=dedup_key,
+        action="resolve",
+        payload={
+            "summary": truncate(summary or dedup_key, MAX_SUMMARY),
+            "severity": severity if severity in SEVERITIES else "warning",
+            "source": "alert24-adapter",
+            "timestamp": now.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "custom_details": {
+                "reconciled": True,
+                "reason": reason,
+                "absent_since": since,
+                "fingerprints": list(fingerprints),
+            },
+        },
+        links=[],
+        why={"dedup": "the incident's dedup_key in the ledger", "severity": "the severity it was triggered with"},
+        members=tuple((fp, "resolved") for fp in fingerprints),
     )
 
 

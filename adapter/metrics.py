@@ -6,6 +6,7 @@ import os
 import platform
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .version import __version__
@@ -89,6 +90,41 @@ class Metrics:
             registry=r,
         )
         self.build.labels(__version__, platform.python_version()).set(1)
+        self.ledger_errors = Counter(
+            f"{PREFIX}_ledger_errors_total",
+            "Failures to use the ledger of open incidents, by operation (record, reconcile, expire, lock, count, "
+            "setup); paging goes on without it.",
+            ["operation"],
+            registry=r,
+        )
+        self.ledger_expired = Counter(
+            f"{PREFIX}_ledger_expired_total",
+            "Open incidents forgotten without a resolve after LEDGER_MAX_AGE.",
+            registry=r,
+        )
+        self.reconcile_passes = Counter(
+            f"{PREFIX}_reconcile_passes_total",
+            "Reconcile passes, by outcome (resolved, nothing_to_do, skipped, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.reconciled = Counter(
+            f"{PREFIX}_reconciled_resolves_total",
+            "Resolves the reconciler sent for incidents Alertmanager never resolved, by result.",
+            ["result"],
+            registry=r,
+        )
+        self.reconcile_last_success = Gauge(
+            f"{PREFIX}_reconcile_last_success_timestamp_seconds",
+            "Unix time of the last reconcile pass that could ask every Alertmanager and deliver what it resolved.",
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.open_incidents = None
+
+    def count_open_incidents(self, counts) -> None:
+        """Export the ledger's open incidents by route, read from the ledger at every scrape by `counts()`."""
+        self.open_incidents = counts
 
     def config_loaded(self, ok: bool) -> None:
         """Record a (re)load of the configuration: whether it succeeded, and when it last did."""
@@ -101,5 +137,31 @@ class Metrics:
         if multiprocess_dir():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        else:
+            registry = self.registry
+        data = generate_latest(registry)
+        if self.open_incidents is not None:
+            data += generate_latest(_OpenIncidents(self))
+        return data, CONTENT_TYPE_LATEST
+
+
+class _OpenIncidents:
+    """A collector that asks the ledger at scrape time, so every worker's scrape sees the same number."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        family = GaugeMetricFamily(
+            f"{PREFIX}_open_incidents",
+            "Incidents the adapter triggered and has not resolved, by route.",
+            labels=["route"],
+        )
+        try:
+            counts = self.metrics.open_incidents()
+        except Exception:
+            self.metrics.ledger_errors.labels("count").inc()
+            return
+        for route, n in sorted(counts.items()):
+            family.add_metric([route or "default"], n)
+        yield family

@@ -76,14 +76,9 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Readiness: the configuration is loaded; reports (never fails on) this worker's last delivery."""
-    rt = runtime()
-    return jsonify(
-        status="ready",
-        dry_run=rt.state.config.dry_run,
-        routes=sorted(rt.state.routes),
-        last_delivery=rt.forwarder.last_delivery,
-    )
+    """Readiness: the configuration is loaded; reports (never fails on) this worker's last delivery, its
+    ledger writes and the reconciler."""
+    return jsonify(runtime().readiness())
 
 
 @bp.get("/openapi.yaml")

@@ -77,3 +77,26 @@ def post(client):
 def sent_bodies(mock: responses.RequestsMock) -> list[dict]:
     """The JSON bodies the adapter POSTed to the faked Alert24."""
     return [json.loads(c.request.body) for c in mock.calls]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server for the session (Debian's postgresql, on 127.0.0.1)."""
+    from .postgres import Postgres
+
+    server = Postgres()
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres):
+    """The server's URL, its ledger tables dropped so that each test starts from an empty database."""
+    postgres.sql(
+        "DROP TABLE IF EXISTS alert24_adapter_incidents",
+        "DROP TABLE IF EXISTS alert24_adapter_meta",
+        database="alert24",
+    )
+    return postgres.url
