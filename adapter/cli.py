@@ -109,6 +109,21 @@ def check_config(args) -> int:
             print(f"alert24-adapter: configuration error: {line}", file=sys.stderr)
         return 1
     print(json.dumps(config.masked(), indent=2, default=str))
+    if config.ledger_on:
+        from .ledger import open_ledger
+
+        ledger = open_ledger(config.ledger_url, config.ledger_display())
+        try:
+            ledger.setup()
+            open_now = sum(ledger.counts().values())
+        except LedgerError as exc:
+            print(
+                f"alert24-adapter: ledger problem (webhooks would still be delivered): {exc.message}", file=sys.stderr
+            )
+            return 1
+        finally:
+            ledger.close()
+        print(f"ledger OK: {config.ledger_display()}, {open_now} open incident(s)", file=sys.stderr)
     print("configuration OK", file=sys.stderr)
     return 0
 

@@ -12,6 +12,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from .version import __version__
 
 PREFIX = "alert24_adapter"
+# Families computed at scrape time (from the ledger), in no registry.
+SCRAPE_TIME_FAMILIES = (f"{PREFIX}_open_incidents",)
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -153,7 +155,7 @@ class _OpenIncidents:
 
     def collect(self):
         family = GaugeMetricFamily(
-            f"{PREFIX}_open_incidents",
+            SCRAPE_TIME_FAMILIES[0],
             "Incidents the adapter triggered and has not resolved, by route.",
             labels=["route"],
         )

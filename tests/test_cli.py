@@ -184,3 +184,105 @@ def test_render_takes_hostile_payloads_as_the_service_does(env, capsys, tmp_path
     out, err = capsys.readouterr()
     assert expected in (out if code == 0 else err)
     (out + err).encode("utf-8")
+
+
+@pytest.fixture
+def ledger_env(env, tmp_path):
+    """The reconciler on against a faked Alertmanager, with a SQLite ledger holding two open incidents."""
+    from adapter.ledger import open_ledger
+
+    from .test_ledger import event
+
+    env.setenv("ALERTMANAGER_URL", "http://am.test:9093")
+    env.setenv("LEDGER_URL", f"sqlite://{tmp_path}/ledger.db")
+    env.setenv("RECONCILE_GRACE", "10m")
+    ledger = open_ledger(f"sqlite://{tmp_path}/ledger.db")
+    ledger.setup()
+    ledger.record("", [event("aaaa", summary="Disk /var is 97% full")], 1_700_000_000.0)
+    ledger.record("db", [event("bbbb", alertname="Replication")], 1_700_000_000.0)
+    ledger.note_absence([("", "aaaa")], [], 1_700_000_000.0)
+    ledger.close()
+    return env
+
+
+def test_incidents_lists_the_open_entries(ledger_env, capsys):
+    assert cli.main(["incidents"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == (
+        "default aaaa DiskFull warning first 2023-11-14T22:13:20Z last 2023-11-14T22:13:20Z "
+        "absent since 2023-11-14T22:13:20Z: Disk /var is 97% full"
+    )
+    assert lines[1].startswith("db bbbb Replication warning first")
+    assert "2 open incident(s) in sqlite:///" in err
+
+
+def test_incidents_json(ledger_env, capsys):
+    assert cli.main(["incidents", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["route"], r["dedup_key"], r["fingerprints"]) for r in rows] == [
+        ("default", "aaaa", ["aaaa"]),
+        ("db", "bbbb", ["bbbb"]),
+    ]
+
+
+def test_incidents_without_a_ledger_says_how_to_get_one(env, capsys):
+    assert cli.main(["incidents"]) == 1
+    assert "no ledger: set ALERTMANAGER_URL (reconciler) or LEDGER_URL" in capsys.readouterr().err
+
+
+def test_reconcile_dry_run_says_what_it_would_resolve_and_why(ledger_env, capsys, tmp_path):
+    import responses
+
+    from adapter.ledger import open_ledger
+
+    with responses.RequestsMock() as mock:
+        mock.add(responses.GET, "http://am.test:9093/api/v2/alerts", json=[{"fingerprint": "cccc"}])
+        assert cli.main(["reconcile", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert (
+        "would resolve: default aaaa DiskFull: no Alertmanager reports its alerts since 2023-11-14T22:13:20Z, "
+        "and the grace of 600 s has passed"
+    ) in out
+    assert "absent: db bbbb Replication: no Alertmanager reports its alerts; resolved from" in out
+    assert "2 absent incident(s); 1 would resolve" in err
+    ledger = open_ledger(f"sqlite://{tmp_path}/ledger.db")
+    assert [e.absent_since for e in ledger.entries()] == [1_700_000_000.0, None], "a dry run changes nothing"
+    ledger.close()
+
+
+def test_reconcile_dry_run_with_alertmanager_down_resolves_nothing(ledger_env, capsys):
+    import responses
+
+    with responses.RequestsMock() as mock:
+        mock.add(responses.GET, "http://am.test:9093/api/v2/alerts", status=503)
+        assert cli.main(["reconcile", "--dry-run"]) == 1
+    assert "pass skipped, nothing would be resolved: Alertmanager http://am.test:9093 answered 503" in (
+        capsys.readouterr().err
+    )
+
+
+def test_reconcile_defers_to_a_running_leader(ledger_env, capsys, tmp_path):
+    from adapter.ledger import open_ledger
+
+    leader = open_ledger(f"sqlite://{tmp_path}/ledger.db")
+    assert leader.try_lead()
+    try:
+        assert cli.main(["reconcile"]) == 1
+    finally:
+        leader.close()
+    assert "a running adapter holds the reconciler's lock" in capsys.readouterr().err
+
+
+def test_check_config_opens_the_ledger(ledger_env, capsys):
+    assert cli.main(["check-config"]) == 0
+    out, err = capsys.readouterr()
+    assert "ledger OK: sqlite:///" in err and "2 open incident(s)" in err
+    assert json.loads(out)["alertmanager_urls"] == ["http://am.test:9093"]
+
+
+def test_check_config_reports_an_unusable_ledger(env, capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    env.setenv("LEDGER_URL", f"sqlite://{tmp_path}/file/ledger.db")
+    assert cli.main(["check-config"]) == 1
+    assert "ledger problem (webhooks would still be delivered)" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
 import pytest
 
-from adapter.config import MASK, from_env
+from adapter.config import MASK, from_env, parse_duration
 from adapter.errors import ConfigError
 
 from .conftest import API_KEY, BASE_ENV, INTEGRATION_KEY, SECRET, make_config
@@ -109,3 +109,115 @@ def test_every_problem_is_reported_one_line_each():
     lines = str(err.value).splitlines()
     assert len(lines) == 3
     assert [line.split()[0] for line in lines] == ["DRY_RUN", "SHARED_SECRET", "ALERT24_CONCURRENCY"]
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("90", 90.0),
+        ("0.5", 0.5),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+        ("2d", 172800.0),
+        ("1w", 604800.0),
+    ],
+)
+def test_durations_in_seconds_or_alertmanager_units(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5 minutes", "1.5m", "m", "5m1h", "inf", "nan", "-"])
+def test_bad_durations(text):
+    assert parse_duration(text) is None
+
+
+def test_reconciler_and_ledger_are_off_by_default():
+    c = make_config()
+    assert not c.reconciler_on and not c.ledger_on and c.ledger_url is None
+
+
+@pytest.mark.parametrize(
+    "overrides, ledger_url",
+    [
+        pytest.param(
+            {"ALERTMANAGER_URL": "http://am:9093"}, "sqlite:///var/lib/alert24-adapter/ledger.db", id="default"
+        ),
+        pytest.param(
+            {"ALERTMANAGER_URL": "http://am:9093", "STATE_DIRECTORY": "/var/lib/a24:/var/lib/other"},
+            "sqlite:///var/lib/a24/ledger.db",
+            id="systemd-state-directory",
+        ),
+        pytest.param({"LEDGER_URL": "sqlite:///data/l.db"}, "sqlite:///data/l.db", id="ledger-alone"),
+        pytest.param(
+            {"ALERTMANAGER_URL": "http://am:9093", "LEDGER_URL": "postgresql://u:pw@db:5432/a24"},
+            "postgresql://u:pw@db:5432/a24",
+            id="postgresql",
+        ),
+    ],
+)
+def test_where_the_ledger_lives(overrides, ledger_url):
+    assert make_config(**overrides).ledger_url == ledger_url
+
+
+def test_reconciler_settings():
+    c = make_config(
+        ALERTMANAGER_URL=" http://am1:9093/ , https://am2.example/alertmanager/",
+        RECONCILE_INTERVAL="30s",
+        RECONCILE_GRACE="15m",
+        LEDGER_MAX_AGE="7d",
+    )
+    assert c.alertmanager_urls == ("http://am1:9093", "https://am2.example/alertmanager")
+    assert (c.reconcile_interval, c.reconcile_grace, c.ledger_max_age) == (30.0, 900.0, 604800.0)
+    assert c.reconciler_on and c.ledger_on
+    defaults = make_config(ALERTMANAGER_URL="http://am:9093")
+    assert (defaults.reconcile_interval, defaults.reconcile_grace) == (300.0, 600.0)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        pytest.param(
+            {"ALERTMANAGER_URL": "am:9093"}, "ALERTMANAGER_URL must be a comma-separated list", id="no-scheme"
+        ),
+        pytest.param(
+            {"ALERTMANAGER_URL": "http://user:pw@am:9093"}, "ALERTMANAGER_URL must not hold credentials", id="userinfo"
+        ),
+        pytest.param(
+            {"ALERTMANAGER_URL": "http://am", "ALERTMANAGER_TOKEN": "t", "ALERTMANAGER_USERNAME": "u"},
+            "not both",
+            id="bearer-and-basic",
+        ),
+        pytest.param({"ALERTMANAGER_USERNAME": "u"}, "go together", id="user-without-password"),
+        pytest.param({"RECONCILE_INTERVAL": "soon"}, "RECONCILE_INTERVAL must be seconds", id="interval-word"),
+        pytest.param({"RECONCILE_INTERVAL": "0"}, "RECONCILE_INTERVAL must be seconds", id="interval-zero"),
+        pytest.param({"RECONCILE_GRACE": "-5"}, "RECONCILE_GRACE must be seconds", id="grace-negative"),
+        pytest.param({"LEDGER_MAX_AGE": "10m", "RECONCILE_GRACE": "1h"}, "LEDGER_MAX_AGE must be longer", id="age"),
+        pytest.param({"LEDGER_URL": "mysql://db/x"}, "LEDGER_URL must be sqlite:///", id="ledger-scheme"),
+        pytest.param({"LEDGER_URL": "sqlite://relative.db"}, "three slashes, an absolute path", id="sqlite-relative"),
+        pytest.param({"LEDGER_URL": "postgresql:///a24"}, "names its host", id="postgresql-no-host"),
+    ],
+)
+def test_bad_reconciler_values_stop_start_up_with_one_line(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        make_config(**overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_ledger_password_is_masked_and_read_from_a_file(tmp_path):
+    (tmp_path / "ledger-url").write_text("postgresql://a24:pg-pass-789@db.example:5432/a24\n")
+    c = make_config(ALERTMANAGER_URL="http://am:9093", LEDGER_URL_FILE=str(tmp_path / "ledger-url"))
+    assert c.ledger_url == "postgresql://a24:pg-pass-789@db.example:5432/a24"
+    shown = repr(c) + repr(c.masked()) + c.ledger_display()
+    assert "pg-pass-789" not in shown
+    assert c.masked()["ledger_url"] == f"postgresql://a24:{MASK}@db.example:5432/a24"
+
+
+def test_alertmanager_secrets_from_files_never_shown(tmp_path):
+    (tmp_path / "token").write_text("am-token-from-file\n")
+    c = make_config(ALERTMANAGER_URL="http://am:9093", ALERTMANAGER_TOKEN_FILE=str(tmp_path / "token"))
+    assert c.alertmanager_token == "am-token-from-file"
+    assert "am-token-from-file" not in repr(c) + repr(c.masked())
+    assert c.masked()["alertmanager_token"] == MASK
