@@ -14,7 +14,8 @@ $(STAMP): setup.cfg pyproject.toml
 
 ## Run the adapter on http://127.0.0.1:8080 in dry-run mode: events are logged and returned, never sent.
 run: $(STAMP)
-	DRY_RUN=true SHARED_SECRET=$${SHARED_SECRET:-change-me} HOST=$${HOST:-127.0.0.1} $(BIN)/alert24-adapter serve
+	DRY_RUN=true SHARED_SECRET=$${SHARED_SECRET:-change-me} HOST=$${HOST:-127.0.0.1} \
+	STATE_DIRECTORY=$${STATE_DIRECTORY:-$(CURDIR)/.state} $(BIN)/alert24-adapter serve
 
 ## Everything CI checks: lint, format, unit, property and end-to-end tests.
 test: $(STAMP) system-packages lint

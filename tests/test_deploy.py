@@ -165,3 +165,18 @@ def test_systemd_analyze_verify(tmp_path):
     result = subprocess.run([exe, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     problems = [line for line in result.stderr.splitlines() if "alert24-adapter.service" in line]
     assert result.returncode == 0 and not problems, result.stderr
+
+
+def test_systemd_keeps_the_ledger_in_its_state_directory():
+    settings = unit_settings()
+    assert settings["StateDirectory"] == ["alert24-adapter"]
+    config = make_config(ALERTMANAGER_URL="http://127.0.0.1:9093", STATE_DIRECTORY="/var/lib/alert24-adapter")
+    assert config.ledger_url == "sqlite:///var/lib/alert24-adapter/ledger.db"
+
+
+def test_container_keeps_the_ledger_in_a_volume_and_can_use_postgresql():
+    text = (ROOT / "Containerfile").read_text()
+    state = re.search(r"^ENV STATE_DIRECTORY=(\S+)$", text, re.M).group(1)
+    assert re.search(rf"^VOLUME {re.escape(state)}$", text, re.M)
+    assert re.search(rf"install -d -o 10001 -g 10001 -m 0700 {re.escape(state)}$", text, re.M)
+    assert 'pip install ".[postgresql]"' in text

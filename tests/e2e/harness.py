@@ -125,15 +125,16 @@ class Adapter:
     """The adapter under gunicorn with the project's own gunicorn.conf.py."""
 
     def __init__(self, procs: Processes, env: dict[str, str], name: str = "adapter"):
-        self.port = free_port()
+        # A test may choose the port, e.g. to give it to Alertmanager before the adapter starts.
+        self.port = int(env["PORT"]) if "PORT" in env else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {
             **os.environ,
             "HOST": "127.0.0.1",
-            "PORT": str(self.port),
             "WEB_CONCURRENCY": "2",
             "LOG_FORMAT": "json",
             **env,
+            "PORT": str(self.port),
         }
         full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.process = procs.start(
@@ -213,10 +214,22 @@ class Alertmanager:
             ]
         else:
             argv.append("--cluster.listen-address=")
-        self.process = procs.start(name, argv + list(extra_flags))
-        wait_until(lambda: http_ok(f"{self.url}/-/ready") or not self.process.alive(), 20, f"{name} to be ready")
+        self.procs, self.name, self.argv = procs, name, argv + list(extra_flags)
+        self.start()
+
+    def start(self) -> None:
+        """Start (or start again, on the same port and data directory) and wait until it is ready."""
+        self.process = self.procs.start(self.name, self.argv)
+        wait_until(lambda: http_ok(f"{self.url}/-/ready") or not self.process.alive(), 20, f"{self.name} to be ready")
         if not self.process.alive():
-            raise AssertionError(f"{name} did not start:\n{self.process.output()}")
+            raise AssertionError(f"{self.name} did not start:\n{self.process.output()}")
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def silence(self, *matchers: str) -> None:
+        """Silence alerts with amtool for an hour."""
+        self._amtool("silence", "add", *matchers, "--comment=e2e", "--author=e2e", "--duration=1h")
 
     def fire(self, *labels: str, annotations: dict | None = None) -> None:
         """Fire an alert with amtool."""
