@@ -23,7 +23,7 @@ from pathlib import Path
 
 from adapter.alertmanager import fingerprint
 from adapter.config import Config
-from bench import openloop, transports
+from bench import ledger_cost, openloop, transports
 from tests.e2e.harness import Processes, binary, free_port, http_ok, wait_until
 from tests.fake_alert24 import FakeAlert24
 
@@ -299,18 +299,27 @@ def main(argv=None) -> int:
         fake = InstantAlert24(procs)
         common = {"ALERT24_INTEGRATION_KEY": "bench-key", "ALERT24_API_URL": fake.url, "LOG_FORMAT": "json"}
         adapter = Gunicorn(procs, "adapter", "wsgi:app", common)
+        # The same adapter with the ledger of open incidents on (SQLite, the reconciler's default store).
+        ledger_env = {**common, "LEDGER_URL": f"sqlite://{workdir}/ledger.db"}
+        ledgered = Gunicorn(procs, "adapter-ledger", "wsgi:app", ledger_env)
         bare = Gunicorn(procs, "bare", "bench.bare_app:app", common)
 
         print("warming up …", flush=True)
-        for server in (adapter, bare):
+        for server in (adapter, ledgered, bare):
             wrk(f"{server.url}/alertmanager", bodies[1], 2, args.connections)
 
         print("transports …", flush=True)
         results["transport_cpu_us_per_call"] = transports.measure(fake.url)
+        results["ledger_cpu_us_per_write"] = ledger_cost.measure()
 
-        runs: dict[str, list[dict]] = {"adapter-1": [], "bare-1": [], "adapter-10": []}
+        runs: dict[str, list[dict]] = {"adapter-1": [], "bare-1": [], "adapter-10": [], "ledger-1": []}
         for r in range(args.rounds):
-            order = [("adapter-1", adapter, 1), ("bare-1", bare, 1), ("adapter-10", adapter, 10)]
+            order = [
+                ("adapter-1", adapter, 1),
+                ("bare-1", bare, 1),
+                ("adapter-10", adapter, 10),
+                ("ledger-1", ledgered, 1),
+            ]
             for name, server, n in order if r % 2 == 0 else list(reversed(order)):
                 run = saturate(server, fake, bodies[n], n, args.seconds, args.connections)
                 runs[name].append(run)
@@ -362,7 +371,10 @@ def main(argv=None) -> int:
         with FakeAlert24() as slow:
             slow.latency = 0.05
             slow_env = {**common, "ALERT24_API_URL": slow.url}
-            fan = Gunicorn(procs, "adapter-fanout", "wsgi:app", slow_env)
+            # With the ledger on: the 500 entries are written in the webhook's one transaction.
+            fan = Gunicorn(
+                procs, "adapter-fanout", "wsgi:app", {**slow_env, "LEDGER_URL": f"sqlite://{workdir}/fan-ledger.db"}
+            )
             seq = Gunicorn(procs, "sequential", "bench.sequential_app:app", slow_env)
             concurrency = int(os.environ.get("ALERT24_CONCURRENCY", Config().concurrency))
             times, cpus = [], []
@@ -431,6 +443,7 @@ def report(r: dict) -> None:
     events_ratio = a10["rate"] * 10 / a1["rate"]
     lat = r["latency"]
     mem = r["memory_after_throughput"]["adapter"]
+    ledger = s.get("ledger-1")
     rows = [
         (
             "1 CPU per webhook vs bare Flask",
@@ -457,11 +470,23 @@ def report(r: dict) -> None:
             f"{a10['cpu_ms_per_webhook']:.3f}",
         ),
     ]
+    if ledger:
+        ledger_ratio = ledger["cpu_ms_per_webhook"] / a1["cpu_ms_per_webhook"]
+        rows.append(
+            (
+                "L CPU per webhook, ledger on vs off",
+                f"{ledger['cpu_ms_per_webhook']:.3f} vs {a1['cpu_ms_per_webhook']:.3f} ms",
+                f"{ledger_ratio:.2f}x",
+                "<= 1.10x",
+                ledger_ratio <= 1.10,
+                f"{ledger['cpu_ms_per_webhook']:.3f}",
+            )
+        )
     if "fanout" in r:
         f = r["fanout"]
         rows += [
             (
-                f"3 fan-out {f['alerts']} alerts, 50 ms/call",
+                f"3 fan-out {f['alerts']} alerts, 50 ms/call, ledger on",
                 f"{f['seconds']:.2f} s",
                 f"limit {f['limit_seconds']:.2f} s",
                 "<= 1.25 x ideal",
@@ -518,6 +543,13 @@ def report(r: dict) -> None:
     print("|---|---|")
     for name, micros in r["transport_cpu_us_per_call"].items():
         print(f"| {name} | {micros:.0f} |")
+    if "ledger_cpu_us_per_write" in r:
+        w = r["ledger_cpu_us_per_write"]
+        share = w["trigger"] / 1000 / a1["cpu_ms_per_webhook"]
+        print("\n| one ledger write (SQLite, WAL), in-process | CPU µs | share of a 1-alert webhook's CPU |")
+        print("|---|---|---|")
+        print(f"| trigger (upsert) | {w['trigger']:.0f} | {share:.1%} |")
+        print(f"| resolve (delete) | {w['resolve']:.0f} | |")
     print(
         f"\nfake Alert24 (nginx) CPU share during saturation: {a1['fake_cpu_share']:.0%} of one core; "
         f"adapter {a1['cpu_share']:.0%}, bare Flask {b1['cpu_share']:.0%}"
