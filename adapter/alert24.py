@@ -1,7 +1,12 @@
-"""The Alert24 client: one pooled requests Session, urllib3 Retry within a time budget, bounded fan-out."""
+"""The Alert24 client: one pooled requests Session, urllib3 Retry within a time budget, bounded fan-out.
+
+Calls in flight to Alert24 are bounded per worker process, across every webhook it serves at once: a
+storm of queued webhooks never becomes a storm of simultaneous calls.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import os
 import threading
@@ -36,30 +41,26 @@ class Delivery:
     request_id: str = ""
 
 
-class _CallState(threading.local):
-    """Per-thread facts about the call in progress, shared with the Retry policy."""
+@dataclasses.dataclass(slots=True)
+class _CallState:
+    """Facts about one call in progress, shared with the Retry policy."""
 
-    def __init__(self, attempt_timeout: float):
-        self.attempt_timeout = attempt_timeout
-        self.deadline = float("inf")
-        self.retries = 0
+    attempt_timeout: float
+    deadline: float
+    retries: int = 0
+
+
+# The call in progress in this thread or greenlet: a context variable is private to each of them
+# whatever the worker model, and however early this module was imported.
+_CALL: contextvars.ContextVar[_CallState | None] = contextvars.ContextVar("alert24_call", default=None)
 
 
 class BudgetRetry(Retry):
     """A Retry that gives up instead of waiting past the webhook's deadline."""
 
-    def __init__(self, *args, state: _CallState | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.state = state
-
-    def new(self, **kw) -> BudgetRetry:
-        retry = super().new(**kw)
-        retry.state = self.state
-        return retry
-
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
-        state = self.state
+        state = _CALL.get()
         if state is not None:
             wait = None
             if response is not None and self.respect_retry_after_header:
@@ -121,14 +122,14 @@ class Alert24Client:
         read_timeout: float,
         retries: int,
         concurrency: int,
-        request_threads: int = 8,
         backoff_factor: float = 0.2,
     ):
         self.api_url = api_url
         self.timeout = (connect_timeout, read_timeout)
         self.concurrency = concurrency
         self._secrets = tuple(s for s in (api_key,) if s)
-        self._state = _CallState(read_timeout)
+        # At most `concurrency` calls in flight per process, whichever webhooks they belong to.
+        self._slots = threading.BoundedSemaphore(concurrency)
         retry = BudgetRetry(
             total=retries,
             connect=retries,
@@ -144,15 +145,14 @@ class Alert24Client:
             respect_retry_after_header=True,
             raise_on_status=False,
             raise_on_redirect=False,
-            state=self._state,
         )
         session = requests.Session()
         # Proxy and CA settings are read from the environment once here, not on every call.
         session.trust_env = False
         session.proxies.update(requests.utils.get_environ_proxies(api_url))
         session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        # One pooled connection for every thread that can send at once, so none is opened and thrown away.
-        http = Alert24Adapter(pool_connections=1, pool_maxsize=concurrency + request_threads, max_retries=retry)
+        # One pooled connection for every call that can be in flight, so none is opened and thrown away.
+        http = Alert24Adapter(pool_connections=1, pool_maxsize=concurrency, max_retries=retry)
         session.mount("http://", http)
         session.mount("https://", http)
         session.headers.update({"Content-Type": "application/json", "User-Agent": f"alert24-adapter/{__version__}"})
@@ -183,7 +183,7 @@ class Alert24Client:
         return list(self._executor().map(one, events))
 
     def close(self) -> None:
-        """Release pooled connections and worker threads."""
+        """Release pooled connections and fan-out workers."""
         if self._pool is not None:
             self._pool.shutdown(wait=False)
         self.session.close()
@@ -220,16 +220,20 @@ class Alert24Client:
         remaining = deadline - started
         if remaining <= 0.05:
             return Delivery(event, FAILED, None, 0, 0.0, "the webhook time budget was spent before this event")
-        state = self._state
-        state.deadline = deadline
-        state.retries = 0
-        timeout = (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
+        if not self._slots.acquire(timeout=remaining - 0.05):
+            detail = f"the time budget ran out waiting for one of the {self.concurrency} calls to Alert24 in flight"
+            return Delivery(event, FAILED, None, 0, time.monotonic() - started, detail)
+        state = _CallState(self.timeout[1], deadline)
+        token = _CALL.set(state)
         try:
+            remaining = deadline - time.monotonic()
+            timeout = (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
             response = self._post(encode(event, integration_key), request_id, timeout)
         except requests.RequestException as exc:
             return Delivery(event, FAILED, None, state.retries + 1, time.monotonic() - started, _describe(exc, secrets))
         finally:
-            state.deadline = float("inf")
+            _CALL.reset(token)
+            self._slots.release()
         seconds = time.monotonic() - started
         status = response.status_code
         alert24_id = response.headers.get("X-Request-Id", "")[:128]

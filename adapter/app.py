@@ -171,7 +171,6 @@ def create_app(
             read_timeout=config.read_timeout,
             retries=config.retries,
             concurrency=config.concurrency,
-            request_threads=config.request_threads,
         )
     metrics = metrics or Metrics()
     metrics.config_loaded(True)

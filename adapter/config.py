@@ -80,7 +80,6 @@ class Config:
     log_level: str = "INFO"
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     body_timeout: float = 10.0
-    request_threads: int = 8
     config_file: str | None = None
     routes: tuple[Route, ...] = ()
     alertmanager_urls: tuple[str, ...] = ()
@@ -195,8 +194,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
             p.strip() for p in env.text("FORWARDED_ALLOW_IPS", "127.0.0.1,::1").split(",") if p.strip()
         ),
         body_timeout=env.number("BODY_READ_TIMEOUT", 10.0, 0.5, 120),
-        # gunicorn's threads per worker also send events (one-event webhooks go out inline).
-        request_threads=int(env.number("GUNICORN_THREADS", 8, 1, 1024, integer=True)),
         config_file=config_file,
         routes=routes,
         **_reconciling(env),

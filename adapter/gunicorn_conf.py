@@ -1,14 +1,26 @@
-"""gunicorn settings for alert24-adapter: threaded workers for an I/O-bound service, logs to stdout.
+"""gunicorn settings for alert24-adapter: gevent workers for an I/O-bound service, logs to stdout.
 
 Used by `alert24-adapter serve` and, through the top-level gunicorn.conf.py, by a plain `gunicorn wsgi:app`.
 Every value can be overridden on the command line or through the environment variables named below.
 """
 
-import gc
 import os
-import shutil
-import sys
-import tempfile
+
+# Each webhook spends most of its time waiting on Alert24: gevent's worker serves each in a greenlet,
+# so a worker holds as many as arrive, bounded by its CPU, not by a thread count. The standard library
+# is patched here, at the top of the settings gunicorn reads before anything else of ours — in the
+# master, before preload_app imports requests and urllib3 — so every socket, lock and thread-local of
+# the adapter is gevent's. GUNICORN_WORKER_CLASS=gthread goes back to threads (and patches nothing).
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "").strip() or "gevent"
+if worker_class == "gevent":
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import gc  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 
 
 def _int(name: str, default: int) -> int:
@@ -29,10 +41,11 @@ def _cpus() -> int:
 
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8080')}"
-# Each webhook spends most of its time waiting on Alert24, so a few processes with threads
-# serve many at once; beyond 4 processes memory grows faster than useful capacity.
-worker_class = "gthread"
+# One process per core serves every webhook that arrives; beyond 4 memory grows faster than capacity.
 workers = _int("WEB_CONCURRENCY", max(2, min(_cpus(), 4)))
+# Webhooks one gevent worker holds at once; what Alert24 sees is bounded apart, by ALERT24_CONCURRENCY.
+worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 1000)
+# Only for GUNICORN_WORKER_CLASS=gthread.
 threads = _int("GUNICORN_THREADS", 8)
 # The app is built once in the master: a bad configuration stops start-up before any worker
 # is forked, and workers share the loaded code's memory.

@@ -7,7 +7,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_SECRET")
 
 done = function(summary, latency, requests)
-  io.write(string.format("BENCH requests=%d errors=%d non2xx_total=%d\n",
+  io.write(string.format("BENCH requests=%d errors=%d non2xx_total=%d p99_us=%d\n",
     summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write
-      + summary.errors.timeout + summary.errors.status, summary.errors.status))
+      + summary.errors.timeout + summary.errors.status, summary.errors.status, latency:percentile(99)))
 end

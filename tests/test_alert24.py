@@ -1,5 +1,6 @@
 """The Alert24 client: exact requests, retries within the time budget, outcomes, and bounded fan-out."""
 
+import threading
 import time
 
 import pytest
@@ -138,7 +139,55 @@ def test_results_keep_event_order():
     assert [d.event.dedup_key for d in deliveries] == [e.dedup_key for e in many]
 
 
-def test_connection_pool_has_room_for_every_sending_thread():
-    """Fan-out threads plus gunicorn's request threads (which send one-event webhooks) never churn connections."""
-    client = make_client(concurrency=25, request_threads=8)
-    assert client.session.get_adapter(API_URL)._pool_maxsize == 33
+def test_connection_pool_has_room_for_every_call_in_flight():
+    """Calls in flight are bounded by the concurrency, so the pool never opens a connection to throw it away."""
+    client = make_client(concurrency=25)
+    assert client.session.get_adapter(API_URL)._pool_maxsize == 25
+
+
+def test_calls_in_flight_are_bounded_across_concurrent_webhooks():
+    """Many one-event webhooks at once (each sends inline) never put more than the concurrency in flight."""
+    [event] = events()
+    with FakeAlert24() as fake:
+        fake.latency = 0.05
+        client = make_client(fake.url, concurrency=3)
+        results = []
+        webhooks = [
+            threading.Thread(target=lambda: results.extend(client.send([event], INTEGRATION_KEY, far())))
+            for _ in range(24)
+        ]
+        for t in webhooks:
+            t.start()
+        for t in webhooks:
+            t.join(timeout=30)
+    assert [d.outcome for d in results] == [ACCEPTED] * 24
+    assert 1 < fake.max_in_flight <= 3
+
+
+def test_waiting_for_a_free_call_never_outlasts_the_budget():
+    """With every call slot taken, an event fails in time (503 for Alertmanager) instead of waiting on."""
+    [event] = events()
+    client = make_client(concurrency=1)
+    assert client._slots.acquire(timeout=1)
+    try:
+        started = time.monotonic()
+        [d] = client.send([event], INTEGRATION_KEY, time.monotonic() + 0.5)
+    finally:
+        client._slots.release()
+    assert d.outcome == FAILED and "waiting for one of the 1 calls to Alert24 in flight" in d.detail
+    assert time.monotonic() - started < 0.6
+
+
+def test_retry_state_is_private_to_each_call():
+    """Two calls retrying at once each count their own attempts and keep their own deadline."""
+    [event] = events()
+    with FakeAlert24() as fake:
+        fake.fail(503, times=2)
+        client = make_client(fake.url, concurrency=2, retries=4)
+        out = {}
+        slow = threading.Thread(target=lambda: out.update(a=client.send([event], INTEGRATION_KEY, far())))
+        slow.start()
+        out["b"] = client.send([event], INTEGRATION_KEY, far())
+        slow.join(timeout=30)
+    attempts = sorted(d.attempts for d in out["a"] + out["b"])
+    assert attempts[0] >= 1 and sum(attempts) == 4, "two failures shared out between two calls, never counted twice"
