@@ -1,13 +1,15 @@
 """The Alert24 client: one pooled requests Session, urllib3 Retry within a time budget, bounded fan-out.
 
-Calls in flight to Alert24 are bounded per worker process, across every webhook it serves at once: a
-storm of queued webhooks never becomes a storm of simultaneous calls.
+Two bounds: one webhook's events go out `concurrency` at a time, and calls in flight to Alert24 are
+limited per worker process to `max_in_flight`, across every webhook it serves at once — a storm of
+queued webhooks never becomes a storm of simultaneous calls.
 """
 
 from __future__ import annotations
 
 import contextvars
 import dataclasses
+import itertools
 import os
 import threading
 import time
@@ -122,14 +124,16 @@ class Alert24Client:
         read_timeout: float,
         retries: int,
         concurrency: int,
+        max_in_flight: int | None = None,
         backoff_factor: float = 0.2,
     ):
         self.api_url = api_url
         self.timeout = (connect_timeout, read_timeout)
         self.concurrency = concurrency
+        self.max_in_flight = max(max_in_flight or concurrency, concurrency)
         self._secrets = tuple(s for s in (api_key,) if s)
-        # At most `concurrency` calls in flight per process, whichever webhooks they belong to.
-        self._slots = threading.BoundedSemaphore(concurrency)
+        # At most `max_in_flight` calls in flight per process, whichever webhooks they belong to.
+        self._slots = _semaphore(self.max_in_flight)
         retry = BudgetRetry(
             total=retries,
             connect=retries,
@@ -152,7 +156,7 @@ class Alert24Client:
         session.proxies.update(requests.utils.get_environ_proxies(api_url))
         session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         # One pooled connection for every call that can be in flight, so none is opened and thrown away.
-        http = Alert24Adapter(pool_connections=1, pool_maxsize=concurrency, max_retries=retry)
+        http = Alert24Adapter(pool_connections=1, pool_maxsize=self.max_in_flight, max_retries=retry)
         session.mount("http://", http)
         session.mount("https://", http)
         session.headers.update({"Content-Type": "application/json", "User-Agent": f"alert24-adapter/{__version__}"})
@@ -180,7 +184,19 @@ class Alert24Client:
 
         if len(events) <= 1 or self.concurrency == 1:
             return [one(e) for e in events]
-        return list(self._executor().map(one, events))
+        # `concurrency` lanes take the events in order, one at a time: the webhook never holds more of
+        # the shared fan-out workers than that, so concurrent webhooks share them fairly.
+        results: list[Delivery | None] = [None] * len(events)
+        numbers = itertools.count()
+
+        def lane() -> None:
+            while (i := next(numbers)) < len(events):
+                results[i] = one(events[i])
+
+        lanes = [self._executor().submit(lane) for _ in range(min(self.concurrency, len(events)))]
+        for done in lanes:
+            done.result()
+        return results
 
     def close(self) -> None:
         """Release pooled connections and fan-out workers."""
@@ -209,7 +225,7 @@ class Alert24Client:
             with self._pool_lock:
                 # A pool inherited through fork has no live threads; each worker process builds its own.
                 if self._pool is None or self._pool_pid != pid:
-                    self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="alert24")
+                    self._pool = ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="alert24")
                     self._pool_pid = pid
         return self._pool
 
@@ -242,6 +258,20 @@ class Alert24Client:
             return Delivery(event, ACCEPTED, status, attempts, seconds, "", alert24_id)
         outcome = FAILED if status in RETRY_STATUSES or status >= 500 else REJECTED
         return Delivery(event, outcome, status, attempts, seconds, _reason(response, secrets), alert24_id)
+
+
+def _semaphore(value: int):
+    """A bounded semaphore for this process's worker model: gevent's own (in C) under gevent workers,
+    the standard library's otherwise (which gevent's patching would rebuild from slower parts)."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency, but the client does not need it
+        return threading.BoundedSemaphore(value)
+    if monkey.is_module_patched("threading"):
+        from gevent.lock import BoundedSemaphore
+
+        return BoundedSemaphore(value)
+    return threading.BoundedSemaphore(value)
 
 
 def _reason(response: requests.Response, secrets: tuple[str, ...]) -> str:

@@ -195,7 +195,11 @@ def _timestamp(obj: dict, key: str, where: str) -> str | None:
     if not value or value == ZERO_TIME or not _RFC3339.fullmatch(value):
         return None
     try:
-        datetime.strptime(value[:19].replace("t", "T").replace(" ", "T"), "%Y-%m-%dT%H:%M:%S")
+        # The regular expression fixed every position; the constructor checks the ranges (month 13,
+        # February 30, second 60), at a fraction of strptime's cost.
+        datetime(
+            int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]), int(value[14:16]), int(value[17:19])
+        )
     except ValueError:
         return None
     return value

@@ -171,6 +171,7 @@ def create_app(
             read_timeout=config.read_timeout,
             retries=config.retries,
             concurrency=config.concurrency,
+            max_in_flight=config.max_in_flight,
         )
     metrics = metrics or Metrics()
     metrics.config_loaded(True)

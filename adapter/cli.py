@@ -236,6 +236,7 @@ def reconcile(args) -> int:
             read_timeout=config.read_timeout,
             retries=config.retries,
             concurrency=config.concurrency,
+            max_in_flight=config.max_in_flight,
         )
     state = State.of(config)
     reconciler = Reconciler(ledger, Metrics(), client, lambda: state, AlertmanagerAPI(config))

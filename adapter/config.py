@@ -74,6 +74,7 @@ class Config:
     retries: int = 4
     time_budget: float = 7.0
     concurrency: int = 25
+    max_in_flight: int = 128
     max_body_bytes: int = 4 * 1024 * 1024
     rules: EventRules = EventRules()
     log_format: str = "json"
@@ -174,6 +175,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     if time_budget <= connect_timeout or time_budget <= read_timeout:
         env.problem("WEBHOOK_TIME_BUDGET must be longer than ALERT24_CONNECT_TIMEOUT and ALERT24_READ_TIMEOUT")
 
+    concurrency = int(env.number("ALERT24_CONCURRENCY", 25, 1, 256, integer=True))
+    max_in_flight = int(env.number("ALERT24_MAX_IN_FLIGHT", 128, 1, 4096, integer=True))
+    if max_in_flight < concurrency:
+        env.problem("ALERT24_MAX_IN_FLIGHT must be at least ALERT24_CONCURRENCY: one webhook's calls count too")
     config = Config(
         shared_secrets=secrets,
         allow_unauthenticated=allow_unauthenticated,
@@ -185,7 +190,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         read_timeout=read_timeout,
         retries=int(env.number("ALERT24_RETRIES", 4, 0, 10, integer=True)),
         time_budget=time_budget,
-        concurrency=int(env.number("ALERT24_CONCURRENCY", 25, 1, 256, integer=True)),
+        concurrency=concurrency,
+        max_in_flight=max_in_flight,
         max_body_bytes=int(env.number("MAX_BODY_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024, integer=True)),
         rules=rules,
         log_format=env.choice("LOG_FORMAT", "json", ("json", "text")),

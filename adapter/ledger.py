@@ -11,15 +11,18 @@ import dataclasses
 import fcntl
 import logging
 import os
-import sqlite3
 import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .errors import LedgerError
 from .mapping import Event
+
+if TYPE_CHECKING:
+    import sqlite3
 
 log = logging.getLogger("alert24_adapter.ledger")
 SCHEMA_VERSION = 1
@@ -267,6 +270,8 @@ class SqliteLedger(Ledger):
         self._lock_file: int | None = None
 
     def _errors(self):
+        import sqlite3
+
         return (sqlite3.Error, OSError)
 
     @contextlib.contextmanager
@@ -282,6 +287,9 @@ class SqliteLedger(Ledger):
         conn.commit()
 
     def _connect(self) -> sqlite3.Connection:
+        # Imported here, like psycopg: a service without a ledger does not load the driver.
+        import sqlite3
+
         # A connection must not cross a fork: each worker process opens its own.
         if self._conn is None or self._pid != os.getpid():
             os.makedirs(os.path.dirname(self.path), exist_ok=True)

@@ -140,9 +140,30 @@ def test_results_keep_event_order():
 
 
 def test_connection_pool_has_room_for_every_call_in_flight():
-    """Calls in flight are bounded by the concurrency, so the pool never opens a connection to throw it away."""
-    client = make_client(concurrency=25)
-    assert client.session.get_adapter(API_URL)._pool_maxsize == 25
+    """Calls in flight are bounded per worker, so the pool never opens a connection to throw it away."""
+    client = make_client(concurrency=25, max_in_flight=128)
+    assert client.session.get_adapter(API_URL)._pool_maxsize == 128
+    assert make_client(concurrency=25).max_in_flight == 25, "without a limit of its own, the fan-out's"
+
+
+def test_one_webhook_fans_out_at_most_its_concurrency_while_others_share_the_rest():
+    """Two big webhooks at once: each has at most `concurrency` calls in flight, together at most max_in_flight."""
+    many = events("firing-two-instances") * 15
+    with FakeAlert24() as fake:
+        fake.latency = 0.05
+        client = make_client(fake.url, concurrency=3, max_in_flight=5)
+        alone = client.send(many, INTEGRATION_KEY, far())
+        assert fake.max_in_flight == 3
+        out = []
+        pair = [threading.Thread(target=lambda: out.append(client.send(many, INTEGRATION_KEY, far()))) for _ in "ab"]
+        for t in pair:
+            t.start()
+        for t in pair:
+            t.join(timeout=30)
+    assert [d.outcome for d in alone] == [ACCEPTED] * 30
+    assert len(out) == 2 and all(d.outcome == ACCEPTED for ds in out for d in ds)
+    assert [d.event.dedup_key for d in out[0]] == [e.dedup_key for e in many], "results keep event order"
+    assert 3 < fake.max_in_flight <= 5
 
 
 def test_calls_in_flight_are_bounded_across_concurrent_webhooks():
@@ -150,7 +171,7 @@ def test_calls_in_flight_are_bounded_across_concurrent_webhooks():
     [event] = events()
     with FakeAlert24() as fake:
         fake.latency = 0.05
-        client = make_client(fake.url, concurrency=3)
+        client = make_client(fake.url, concurrency=1, max_in_flight=3)
         results = []
         webhooks = [
             threading.Thread(target=lambda: results.extend(client.send([event], INTEGRATION_KEY, far())))

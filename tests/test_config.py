@@ -39,6 +39,12 @@ def test_defaults_are_safe():
             id="budget-under-read-timeout",
         ),
         pytest.param({"MAX_BODY_BYTES": "10"}, "MAX_BODY_BYTES must be from", id="body-limit"),
+        pytest.param(
+            {"ALERT24_MAX_IN_FLIGHT": "10", "ALERT24_CONCURRENCY": "25"},
+            "ALERT24_MAX_IN_FLIGHT must be at least ALERT24_CONCURRENCY",
+            id="in-flight-below-fan-out",
+        ),
+        pytest.param({"ALERT24_MAX_IN_FLIGHT": "0"}, "ALERT24_MAX_IN_FLIGHT must be from 1", id="in-flight-0"),
         pytest.param({"DEFAULT_SEVERITY": "urgent"}, "DEFAULT_SEVERITY must be one of", id="default-severity"),
         pytest.param({"SEVERITY_MAP": "critical"}, "SEVERITY_MAP must be a comma-separated", id="map-shape"),
         pytest.param({"SEVERITY_MAP": "p1=urgent"}, "SEVERITY_MAP maps 'p1' to an unknown", id="map-target"),

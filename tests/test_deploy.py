@@ -1,8 +1,10 @@
 """The deploy files users copy: loaded, cross-checked against each other and against the app."""
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,35 @@ def test_container_keeps_the_ledger_in_a_volume_and_can_use_postgresql():
     assert re.search(rf"^VOLUME {re.escape(state)}$", text, re.M)
     assert re.search(rf"install -d -o 10001 -g 10001 -m 0700 {re.escape(state)}$", text, re.M)
     assert 'pip install ".[postgresql]"' in text
+
+
+def test_shipped_gunicorn_settings_patch_for_gevent_before_the_adapter_loads(tmp_path):
+    """Read as gunicorn reads it, in a fresh interpreter: gevent workers, the standard library patched first."""
+    probe = (
+        "import runpy, sys; settings = runpy.run_path('gunicorn.conf.py'); "
+        "from gevent import monkey; "
+        "assert settings['worker_class'] == 'gevent', settings['worker_class']; "
+        "assert monkey.is_module_patched('socket') and monkey.is_module_patched('ssl'); "
+        "assert 'requests' not in sys.modules and 'adapter.app' not in sys.modules; "
+        "import threading, adapter.alert24 as a; "
+        "assert type(a._semaphore(2)).__module__.startswith('gevent'); print('ok')"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GUNICORN_WORKER_CLASS"}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_gthread_remains_a_choice_and_patches_nothing(tmp_path):
+    probe = (
+        "import runpy; settings = runpy.run_path('gunicorn.conf.py'); "
+        "from gevent import monkey; "
+        "assert settings['worker_class'] == 'gthread' and not monkey.is_module_patched('socket'); print('ok')"
+    )
+    env = {**os.environ, "GUNICORN_WORKER_CLASS": "gthread", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
