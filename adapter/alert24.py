@@ -173,6 +173,19 @@ class Alert24Client:
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
 
+    @classmethod
+    def from_config(cls, config) -> Alert24Client:
+        """The client a Config describes (adapter.config.Config)."""
+        return cls(
+            config.api_url,
+            config.api_key,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            retries=config.retries,
+            concurrency=config.concurrency,
+            max_in_flight=config.max_in_flight,
+        )
+
     def send(
         self, events: Sequence[Event], integration_key: str, deadline: float, request_id: str = ""
     ) -> list[Delivery]:

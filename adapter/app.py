@@ -164,15 +164,7 @@ def create_app(
     if config.dry_run:
         log.warning("DRY_RUN=true: events are logged and returned, never sent to Alert24")
     elif client is None:
-        client = Alert24Client(
-            config.api_url,
-            config.api_key,
-            connect_timeout=config.connect_timeout,
-            read_timeout=config.read_timeout,
-            retries=config.retries,
-            concurrency=config.concurrency,
-            max_in_flight=config.max_in_flight,
-        )
+        client = Alert24Client.from_config(config)
     metrics = metrics or Metrics()
     metrics.config_loaded(True)
     ledger = _ledger(config, metrics)

@@ -229,15 +229,7 @@ def reconcile(args) -> int:
         return 1
     client = None
     if not args.dry_run and not config.dry_run:
-        client = Alert24Client(
-            config.api_url,
-            config.api_key,
-            connect_timeout=config.connect_timeout,
-            read_timeout=config.read_timeout,
-            retries=config.retries,
-            concurrency=config.concurrency,
-            max_in_flight=config.max_in_flight,
-        )
+        client = Alert24Client.from_config(config)
     state = State.of(config)
     reconciler = Reconciler(ledger, Metrics(), client, lambda: state, AlertmanagerAPI(config))
     try:

@@ -49,6 +49,10 @@ MIGRATIONS = (
 )
 
 
+# The columns of an Entry, in its fields' order.
+_COLUMNS = "route, dedup_key, fingerprints, alertname, summary, severity, first_seen, last_seen, absent_since"
+
+
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One open incident: where it went, the alerts behind it, and when they were seen."""
@@ -69,6 +73,11 @@ class Entry:
 
     def as_dict(self) -> dict[str, object]:
         return {**dataclasses.asdict(self), "fingerprints": list(self.fingerprints)}
+
+    @classmethod
+    def of(cls, row: Sequence) -> Entry:
+        """An Entry from a row of _COLUMNS."""
+        return cls(row[0], row[1], tuple(row[2].split()), row[3], row[4], row[5], row[6], row[7], row[8])
 
 
 def merged(old: tuple[str, ...], members: Sequence[tuple[str, str]]) -> tuple[str, ...]:
@@ -175,12 +184,9 @@ class Ledger:
     def entries(self) -> list[Entry]:
         """Every open incident, oldest first."""
         with self._transaction() as cur:
-            cur.execute(
-                "SELECT route, dedup_key, fingerprints, alertname, summary, severity, first_seen, last_seen, "
-                "absent_since FROM alert24_adapter_incidents ORDER BY first_seen, route, dedup_key"
-            )
+            cur.execute(f"SELECT {_COLUMNS} FROM alert24_adapter_incidents ORDER BY first_seen, route, dedup_key")  # noqa: S608 - constant
             rows = cur.fetchall()
-        return [Entry(r[0], r[1], tuple(r[2].split()), r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
+        return [Entry.of(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """Open incidents by route."""
@@ -226,16 +232,10 @@ class Ledger:
     def expire(self, before: float) -> list[Entry]:
         """Drop, and return, the incidents last seen before the given time."""
         with self._transaction() as cur:
-            cur.execute(
-                self._sql(
-                    "SELECT route, dedup_key, fingerprints, alertname, summary, severity, first_seen, last_seen, "
-                    "absent_since FROM alert24_adapter_incidents WHERE last_seen < ?"
-                ),
-                (before,),
-            )
+            cur.execute(self._sql(f"SELECT {_COLUMNS} FROM alert24_adapter_incidents WHERE last_seen < ?"), (before,))  # noqa: S608 - constant
             rows = cur.fetchall()
             cur.execute(self._sql("DELETE FROM alert24_adapter_incidents WHERE last_seen < ?"), (before,))
-        return [Entry(r[0], r[1], tuple(r[2].split()), r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
+        return [Entry.of(r) for r in rows]
 
     # -- plumbing ---------------------------------------------------------------------------------
 

@@ -8,6 +8,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # Like a real API's: a burst of new connections (a fan-out's first calls) is not dropped at the
+    # default backlog of 5, which would cost each dropped one a second of SYN retransmission.
+    request_queue_size = 256
+
+
 class FakeAlert24:
     """A threaded HTTP server on 127.0.0.1 that answers like Alert24 and can be told to misbehave."""
 
@@ -20,8 +27,7 @@ class FakeAlert24:
         self._plan: list[dict] = []
         self._fail_until = 0.0
         self._fail_status = 503
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_port}/api/v1/incidents"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -12,33 +12,18 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
-import pytest
-
-INSTALL_HINT = "install it with: apt-get install postgresql (or run `make test`)"
+from .e2e.harness import binary, free_port
 
 
 def _bindir() -> str:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    if found:
-        return os.path.dirname(found[-1])
-    initdb = shutil.which("initdb")
-    if initdb:
-        return os.path.dirname(os.path.realpath(initdb))
-    message = f"PostgreSQL is not installed; {INSTALL_HINT}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    # Elsewhere, initdb on PATH; missing, the test is skipped (failed in CI) with how to install it.
+    initdb = found[-1] if found else binary("initdb")
+    return os.path.dirname(os.path.realpath(initdb))
 
 
 class Postgres:
@@ -49,7 +34,7 @@ class Postgres:
     def __init__(self):
         self.bindir = _bindir()
         self.dir = tempfile.mkdtemp(prefix="alert24-adapter-pg-")
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.prefix: list[str] = []
         if os.geteuid() == 0:

@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-INSTALL_HINT = "install it with: apt-get install prometheus-alertmanager nginx (or run `make test`)"
+INSTALL_HINT = "install it with: apt-get install prometheus-alertmanager nginx postgresql (or run `make test`)"
 
 
 def binary(*names: str) -> str:
