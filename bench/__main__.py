@@ -608,7 +608,7 @@ def report(r: dict) -> None:
                 "4 storm: calls in flight at Alert24",
                 f"{st['max_in_flight_at_alert24']}",
                 f"limit {st['adapter_in_flight_limit']}",
-                "<= workers x ALERT24_CONCURRENCY",
+                "<= workers x ALERT24_MAX_IN_FLIGHT",
                 st["max_in_flight_at_alert24"] <= st["adapter_in_flight_limit"],
                 "",
             ),
