@@ -17,6 +17,7 @@ MAX_DEDUP_KEY = 255
 MAX_SUMMARY = 1024
 MAX_SOURCE = 255
 MAX_HREF = 8192
+MAX_ALERTNAME = 255  # kept in the ledger for display; a label value can be as long as the body
 MAX_BODY_BYTES = 512 * 1000
 ELLIPSIS = "…"
 TRIM_NOTE = "custom_details were trimmed to keep the event under Alert24's 512 KB limit"
@@ -174,7 +175,7 @@ def _alert_event(alert: Alert, notification: Notification, decision: Decision) -
         links=_valid_links(links),
         why={"severity": severity_why, "dedup": f"dedup_by=alert: the alert's fingerprint {alert.fingerprint}"},
         members=((alert.fingerprint, alert.status),),
-        alertname=alert.labels.get("alertname", ""),
+        alertname=truncate(alert.labels.get("alertname", ""), MAX_ALERTNAME),
     )
 
 
@@ -218,7 +219,7 @@ def _group_event(notification: Notification, kept: list[tuple[Alert, Decision]])
             "dedup": "dedup_by=group: sha256 of the groupKey",
         },
         members=tuple((a.fingerprint, a.status) for a, _ in kept),
-        alertname=name,
+        alertname=truncate(name, MAX_ALERTNAME),
     )
 
 

@@ -231,3 +231,12 @@ class TestGroupMode:
             data["alerts"][1]["labels"]["severity"] = "critical"
 
         assert events_for("firing-two-instances", self.RULES, edit)[0].severity == "critical"
+
+
+@pytest.mark.parametrize("dedup_by", ["alert", "group"])
+def test_the_alertname_kept_for_the_ledger_is_bounded(dedup_by):
+    data = payload("firing-single")
+    data["alerts"][0]["labels"]["alertname"] = "A" * 100_000
+    data["groupLabels"] = {"alertname": "A" * 100_000}
+    [event] = map_notification(parse(data), EventRules(dedup_by=dedup_by))
+    assert len(event.alertname) == 255 and event.alertname.endswith("…")
