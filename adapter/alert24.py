@@ -250,7 +250,7 @@ class Alert24Client:
         if remaining <= 0.05:
             return Delivery(event, FAILED, None, 0, 0.0, "the webhook time budget was spent before this event")
         if not self._slots.acquire(timeout=remaining - 0.05):
-            detail = f"the time budget ran out waiting for one of the {self.concurrency} calls to Alert24 in flight"
+            detail = f"the time budget ran out waiting for one of the {self.max_in_flight} calls to Alert24 in flight"
             return Delivery(event, FAILED, None, 0, time.monotonic() - started, detail)
         state = _CallState(self.timeout[1], deadline)
         token = _CALL.set(state)

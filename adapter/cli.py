@@ -204,11 +204,11 @@ def incidents(args) -> int:
         ledger.close()
     for e in entries:
         if args.json:
-            print(json.dumps({**e.as_dict(), "route": e.route or "default"}))
+            print(json.dumps({**e.as_dict(), "route": e.route_name}))
             continue
         absent = f" absent since {_when(e.absent_since)}" if e.absent_since is not None else ""
         print(
-            f"{e.route or 'default'} {e.dedup_key} {e.alertname or '-'} {e.severity} "
+            f"{e.route_name} {e.dedup_key} {e.alertname or '-'} {e.severity} "
             f"first {_when(e.first_seen)} last {_when(e.last_seen)}{absent}: {e.summary}"
         )
     print(f"{len(entries)} open incident(s) in {config.ledger_display()}", file=sys.stderr)
@@ -216,10 +216,10 @@ def incidents(args) -> int:
 
 
 def reconcile(args) -> int:
-    from .alert24 import Alert24Client
+    from .alert24 import ACCEPTED, Alert24Client
     from .app import State
     from .metrics import Metrics
-    from .reconciler import SKIPPED, AlertmanagerAPI, Reconciler
+    from .reconciler import FAILED, SKIPPED, AlertmanagerAPI, Reconciler
 
     config, ledger = _ledger()
     if ledger is None:
@@ -256,27 +256,27 @@ def reconcile(args) -> int:
     for e in verdict.resolve:
         since = _when(e.absent_since) if e.absent_since is not None else "now"
         print(
-            f"{verb}: {e.route or 'default'} {e.dedup_key} {e.alertname}: no Alertmanager reports its alerts "
+            f"{verb}: {e.route_name} {e.dedup_key} {e.alertname}: no Alertmanager reports its alerts "
             f"since {since}, and the grace of {grace:g} s has passed"
         )
     for e in verdict.waiting:
         print(
-            f"waiting: {e.route or 'default'} {e.dedup_key} {e.alertname}: absent since {_when(e.absent_since)}; "
+            f"waiting: {e.route_name} {e.dedup_key} {e.alertname}: absent since {_when(e.absent_since)}; "
             f"resolved from {_when(e.absent_since + grace)} if it stays absent"
         )
     for e in verdict.newly_absent:
         print(
-            f"absent: {e.route or 'default'} {e.dedup_key} {e.alertname}: no Alertmanager reports its alerts; "
+            f"absent: {e.route_name} {e.dedup_key} {e.alertname}: no Alertmanager reports its alerts; "
             f"resolved from {_when(now + grace)} if it stays absent"
         )
     for e in verdict.back:
-        print(f"back: {e.route or 'default'} {e.dedup_key} {e.alertname}: reported again; no longer absent")
+        print(f"back: {e.route_name} {e.dedup_key} {e.alertname}: reported again; no longer absent")
     for d in report.deliveries:
-        if d.outcome != "accepted":
+        if d.outcome != ACCEPTED:
             print(f"not delivered: {d.event.dedup_key}: {d.detail}")
     absent = len(verdict.resolve) + len(verdict.waiting) + len(verdict.newly_absent)
     print(f"{absent} absent incident(s); {len(verdict.resolve)} {verb}", file=sys.stderr)
-    return 0 if report.outcome != "failed" else 1
+    return 0 if report.outcome != FAILED else 1
 
 
 def _ledger():

@@ -71,6 +71,11 @@ class Entry:
     def key(self) -> tuple[str, str]:
         return (self.route, self.dedup_key)
 
+    @property
+    def route_name(self) -> str:
+        """The route as people name it: "default" for plain /alertmanager."""
+        return self.route or "default"
+
     def as_dict(self) -> dict[str, object]:
         return {**dataclasses.asdict(self), "fingerprints": list(self.fingerprints)}
 
@@ -251,8 +256,6 @@ class Ledger:
         try:
             with self._lock, self._connection() as cur:
                 yield cur
-        except LedgerError:
-            raise
         except self._errors() as exc:
             self._down_until = time.monotonic() + BACKOFF_SECONDS
             raise LedgerError(f"the ledger ({self.display}) failed: {_describe(exc)}") from None

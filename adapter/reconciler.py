@@ -22,6 +22,7 @@ from . import log as logs
 from .alert24 import ACCEPTED, Alert24Client, Delivery
 from .config import Config
 from .errors import AlertmanagerUnavailable, LedgerError
+from .forwarder import Target
 from .ledger import Entry, Ledger
 from .mapping import reconciled_resolve
 from .metrics import Metrics
@@ -228,7 +229,7 @@ class Reconciler:
         self, report: PassReport, stale_entries: list[Entry], now: float, budget: float, request_id: str
     ) -> PassReport:
         state = self.state()
-        by_route: dict[str, list[Entry]] = {}
+        by_route: dict[str, tuple[Target, list[Entry]]] = {}
         for entry in stale_entries:
             target = state.default if entry.route == "" else state.routes.get(entry.route)
             if target is None or (not target.integration_key and not state.config.dry_run):
@@ -238,10 +239,9 @@ class Reconciler:
                     extra=_fields(entry),
                 )
                 continue
-            by_route.setdefault(entry.route, []).append(entry)
+            by_route.setdefault(entry.route, (target, []))[1].append(entry)
         closed: list[Entry] = []
-        for route, entries in by_route.items():
-            target = state.default if route == "" else state.routes[route]
+        for target, entries in by_route.values():
             events = [
                 reconciled_resolve(
                     e.dedup_key,
@@ -271,8 +271,7 @@ class Reconciler:
             # Alert24 has the resolves; the next pass finds the entries again and resolving twice is harmless.
             self.metrics.ledger_errors.labels("reconcile").inc()
             log.warning("reconciler: could not remove resolved incidents from the ledger: %s", exc.message)
-        failed = len(closed) < len(stale_entries)
-        report.outcome = RESOLVED if closed and not failed else FAILED if failed else NOTHING_TO_DO
+        report.outcome = FAILED if len(closed) < len(stale_entries) else RESOLVED
         return report
 
     def _skipped(self, reason: str, ledger_operation: str | None, forget: bool, dry_run: bool) -> PassReport:
@@ -308,8 +307,7 @@ class Reconciler:
 
 
 def _fields(entry: Entry) -> dict[str, object]:
-    out: dict[str, object] = {"dedup_key": entry.dedup_key, "alertname": entry.alertname}
-    out["route"] = entry.route or "default"
+    out: dict[str, object] = {"dedup_key": entry.dedup_key, "alertname": entry.alertname, "route": entry.route_name}
     if entry.absent_since is not None:
         out["absent_since"] = entry.absent_since
     return out
