@@ -57,6 +57,21 @@ class Postgres:
         self._run(
             "initdb", "-D", self.data, "-U", "postgres", "-A", "scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8"
         )
+        for _ in range(3):
+            if self._serve():
+                break
+            # Another process took the port between choosing and binding it: choose again.
+            self.port = free_port()
+        else:
+            raise AssertionError("PostgreSQL lost the race for a free port three times")
+        self.sql(
+            f"CREATE ROLE {self.USER} LOGIN PASSWORD '{self.PASSWORD}'",
+            f"CREATE DATABASE {self.DATABASE} OWNER {self.USER}",
+        )
+        return self
+
+    def _serve(self) -> bool:
+        """Start the server and wait until it accepts connections; False when its port was taken."""
         argv = [
             *self.prefix,
             os.path.join(self.bindir, "postgres"),
@@ -83,16 +98,14 @@ class Postgres:
                 timeout=10,
             )
             if ready.returncode == 0:
-                break
+                return True
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 with open(self.log, errors="replace") as fh:
-                    raise AssertionError(f"PostgreSQL did not start:\n{fh.read()[-2000:]}")
+                    output = fh.read()
+                if self.proc.poll() is not None and "Address already in use" in output:
+                    return False
+                raise AssertionError(f"PostgreSQL did not start:\n{output[-2000:]}")
             time.sleep(0.2)
-        self.sql(
-            f"CREATE ROLE {self.USER} LOGIN PASSWORD '{self.PASSWORD}'",
-            f"CREATE DATABASE {self.DATABASE} OWNER {self.USER}",
-        )
-        return self
 
     def sql(self, *statements: str, database: str = "postgres") -> None:
         """Run statements as the superuser."""

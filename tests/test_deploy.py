@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from adapter.config import Config
+from adapter.errors import ConfigError
 
 from .conftest import make_config
 
@@ -38,11 +39,42 @@ def container(k8s):
     return c
 
 
-def test_every_manifest_is_listed_in_the_kustomization(k8s):
+def test_every_manifest_but_the_example_secret_is_listed_in_the_kustomization(k8s):
+    """`kubectl apply -k` must never overwrite a Secret made from a secret store with example values."""
     listed = yaml.safe_load((DEPLOY / "kubernetes" / "kustomization.yaml").read_text())["resources"]
-    files = sorted(p.name for p in (DEPLOY / "kubernetes").glob("*.yaml") if p.name != "kustomization.yaml")
+    files = sorted(
+        p.name
+        for p in (DEPLOY / "kubernetes").glob("*.yaml")
+        if p.name != "kustomization.yaml" and not p.name.endswith(".example.yaml")
+    )
     assert sorted(listed) == files
+    assert not any(yaml.safe_load((DEPLOY / "kubernetes" / name).read_text())["kind"] == "Secret" for name in listed)
     assert {"Deployment", "Service", "Secret", "PodDisruptionBudget"} <= set(k8s)
+
+
+def test_the_example_secret_cannot_start_the_adapter(k8s, tmp_path):
+    """Its values are placeholders, which the adapter refuses as secrets."""
+    for key, value in k8s["Secret"]["stringData"].items():
+        (tmp_path / key).write_text(value)
+    env = {
+        "SHARED_SECRET_FILE": str(tmp_path / "shared-secret"),
+        "ALERT24_INTEGRATION_KEY_FILE": str(tmp_path / "integration-key"),
+        "ALERT24_API_KEY_FILE": str(tmp_path / "api-key"),
+    }
+    with pytest.raises(ConfigError) as err:
+        make_config(SHARED_SECRET=None, ALERT24_INTEGRATION_KEY=None, ALERT24_API_KEY=None, **env)
+    assert len(str(err.value).splitlines()) == 3 and "placeholder" in str(err.value)
+
+
+def test_client_addresses_cannot_be_spoofed_and_stopping_pods_drain(k8s, container):
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    trusted = env["FORWARDED_ALLOW_IPS"].split(",")
+    assert "*" not in trusted and trusted == ["127.0.0.1", "::1"]
+    pause = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "sleep" and 1 <= int(pause[1]) <= 10
+    grace = k8s["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    gunicorn_graceful = 20  # adapter/gunicorn_conf.py: graceful_timeout
+    assert grace >= int(pause[1]) + gunicorn_graceful, "the pause and gunicorn's graceful stop fit the grace period"
 
 
 def test_deployment_is_highly_available_and_unprivileged(k8s, container):
@@ -101,11 +133,47 @@ def test_containerfile_matches_the_manifests(k8s):
     assert re.search(rf"^USER {uid}:{uid}$", text, re.M)
     assert "/healthz" in text and "HEALTHCHECK" in text
     assert re.search(r'^CMD \["gunicorn", "wsgi:app"\]$', text, re.M)
-    assert re.search(r"^FROM python:3\.\d+-slim$", text, re.M)
+
+
+def test_containerfile_installs_the_lock_on_the_python_ci_tests():
+    """The image is built as CI's production venv is: the hashed lock, then the package without dependencies."""
+    text = (ROOT / "Containerfile").read_text()
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert re.search(rf"^FROM python:{re.escape(minor)}-slim-bookworm$", text, re.M)
+    [install] = [line for line in text.splitlines() if "pip install" in line]
+    assert install == ("RUN pip install --require-hashes -r requirements.txt && pip install --no-deps . && rm -rf /src")
+    assert re.search(r"^COPY requirements\.txt ", text, re.M)
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install --quiet --require-hashes -r requirements.txt" in makefile
+    assert "pip install --quiet --no-deps --force-reinstall ." in makefile
+
+
+def test_the_lock_pins_and_hashes_every_package():
+    """requirements.txt: every requirement pinned with == and carrying at least one --hash."""
+    text = (ROOT / "requirements.txt").read_text()
+    requirements = re.split(r"\n(?=[a-z0-9])", text.split("\n", 1)[1] if text.startswith("#") else text)
+    packages = [r for r in requirements if r and not r.startswith("#")]
+    assert len(packages) >= 10
+    for requirement in packages:
+        name = requirement.split()[0]
+        assert re.fullmatch(r"[a-z0-9._-]+==[0-9][^ ;\\]*", name), name
+        assert "--hash=sha256:" in requirement, name
+    for direct in ("flask", "gunicorn", "gevent", "requests", "werkzeug", "psycopg", "psycopg-binary", "packaging"):
+        assert re.search(rf"^{direct}==", text, re.M), direct
 
 
 def test_procfile_runs_gunicorn():
     assert (ROOT / "Procfile").read_text().strip() == "web: gunicorn wsgi:app"
+
+
+def test_nginx_speaks_tls_only_and_exposes_only_the_webhook_and_liveness():
+    site = (DEPLOY / "nginx" / "alert24-adapter.conf").read_text()
+    listens = re.findall(r"^\s*listen\s+([^;]+);", site, re.M)
+    assert listens and all(listen.split()[-1] == "ssl" for listen in listens), "no plain-HTTP server"
+    assert re.search(r"^\s*ssl_certificate\s+\S+;", site, re.M) and re.search(r"^\s*ssl_certificate_key\s", site, re.M)
+    proxied = re.findall(r"location\s+(=\s+)?(\S+)\s*\{\s*proxy_pass", site)
+    assert sorted(path for _, path in proxied) == ["/alertmanager", "/alertmanager/", "/healthz"]
+    assert re.search(r"location / \{[^}]*return 404", site)
 
 
 def test_nginx_limits_agree_with_the_adapter():
@@ -148,13 +216,17 @@ def test_systemd_unit_settings(key, value):
     assert value in unit_settings()[key]
 
 
-def test_systemd_secrets_come_as_credentials():
+def test_systemd_secrets_come_as_credentials_and_the_api_key_is_optional():
+    """A LoadCredential= whose file is missing stops the unit: the optional API key's lines start commented."""
     settings = unit_settings()
     credentials = {c.split(":")[0] for c in settings["LoadCredential"]}
-    assert credentials == {"shared-secret", "integration-key", "api-key"}
+    assert credentials == {"shared-secret", "integration-key"}
     env = " ".join(settings["Environment"])
-    for name in ("SHARED_SECRET_FILE", "ALERT24_INTEGRATION_KEY_FILE", "ALERT24_API_KEY_FILE"):
+    for name in ("SHARED_SECRET_FILE", "ALERT24_INTEGRATION_KEY_FILE"):
         assert f"{name}=%d/" in env
+    text = UNIT.read_text()
+    assert "# LoadCredential=api-key:/etc/alert24-adapter/credentials/api-key" in text
+    assert "# Environment=ALERT24_API_KEY_FILE=%d/api-key" in text
 
 
 def test_systemd_analyze_verify(tmp_path):
@@ -181,7 +253,7 @@ def test_container_keeps_the_ledger_in_a_volume_and_can_use_postgresql():
     state = re.search(r"^ENV STATE_DIRECTORY=(\S+)$", text, re.M).group(1)
     assert re.search(rf"^VOLUME {re.escape(state)}$", text, re.M)
     assert re.search(rf"install -d -o 10001 -g 10001 -m 0700 {re.escape(state)}$", text, re.M)
-    assert 'pip install ".[postgresql]"' in text
+    assert re.search(r"^psycopg-binary==", (ROOT / "requirements.txt").read_text(), re.M), "the lock has the extra"
 
 
 def test_shipped_gunicorn_settings_patch_for_gevent_before_the_adapter_loads(tmp_path):

@@ -1,9 +1,12 @@
 """Fixtures for the end-to-end tests: a fake Alert24, process ownership, and the adapter under gunicorn."""
 
+import os
+import subprocess
+
 import pytest
 
 from ..fake_alert24 import FakeAlert24
-from .harness import Adapter, Processes
+from .harness import PRODUCTION, ROOT, Adapter, Processes
 
 SECRET = "e2e-shared-secret"
 INTEGRATION_KEY = "e2e-integration-key"
@@ -13,6 +16,14 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def production():
+    """The production install the adapter runs from, brought up to date with the package (`make production`)."""
+    if "ADAPTER_VENV" not in os.environ:
+        subprocess.run(["make", "--no-print-directory", "-s", "production"], cwd=ROOT, check=True, timeout=600)
+    return PRODUCTION
 
 
 @pytest.fixture
@@ -32,7 +43,7 @@ def fake():
 def start_adapter(procs, fake):
     """Start the adapter under gunicorn against the fake Alert24, with extra environment."""
 
-    def _start(name="adapter", **env):
+    def _start(name="adapter", listener=None, **env):
         base = {
             "SHARED_SECRET": SECRET,
             "ALERT24_INTEGRATION_KEY": INTEGRATION_KEY,
@@ -43,7 +54,7 @@ def start_adapter(procs, fake):
             "ALERT24_READ_TIMEOUT": "1",
             "ALERT24_RETRIES": "2",
         }
-        return Adapter(procs, {**base, **env}, name=name)
+        return Adapter(procs, {**base, **env}, name=name, listener=listener)
 
     return _start
 

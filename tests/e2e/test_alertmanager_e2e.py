@@ -8,10 +8,26 @@ from .harness import Alertmanager, free_port, post_alerts, wait_until
 
 DISK_1 = ("alertname=DiskFull", "severity=warning", "instance=db-1:9100", "job=node")
 DISK_2 = ("alertname=DiskFull", "severity=warning", "instance=db-2:9100", "job=node")
+# Another alert of the same group: its trigger proves Alertmanager flushed the group again.
+MARKER = ("alertname=DiskFull", "severity=warning", "instance=marker:9100", "job=node")
 
 
 def accepted(fake, action=None):
     return [b for b in fake.accepted() if action is None or b["event_action"] == action]
+
+
+def instance(body) -> str:
+    return body["payload"]["custom_details"]["labels"]["instance"]
+
+
+def flush_again(am, adapter) -> None:
+    """Make Alertmanager flush the group once more and wait until the adapter answered that flush with a 200:
+    whatever the group still held (a resend, a duplicate) has reached the adapter by then."""
+    before = len(adapter.webhooks())
+    am.fire(*MARKER)
+    adapter.wait_webhook(
+        lambda w: w["status"] == 200 and w.get("trigger", 0) >= 1, 20, "the flush that carries the marker", before
+    )
 
 
 def test_fire_then_resolve(procs, fake, start_adapter):
@@ -46,14 +62,18 @@ def test_two_instances_are_two_incidents(procs, fake, start_adapter):
     am = Alertmanager(procs, f"{adapter.url}/alertmanager", http_config=BEARER)
     am.fire(*DISK_1)
     am.fire(*DISK_2)
-    triggers = wait_until(lambda: len(accepted(fake, "trigger")) >= 2 and accepted(fake, "trigger"), 20, "2 triggers")
-    keys = {t["payload"]["custom_details"]["labels"]["instance"]: t["dedup_key"] for t in triggers}
+
+    def both():
+        keys = {instance(t): t["dedup_key"] for t in accepted(fake, "trigger")}
+        return len(keys) == 2 and keys
+
+    keys = wait_until(both, 20, "a trigger for each instance")
     assert len(set(keys.values())) == 2
 
     am.resolve(*DISK_1)
     [resolve] = wait_until(lambda: accepted(fake, "resolve"), 20, "the resolve of db-1")
     assert resolve["dedup_key"] == keys["db-1:9100"]
-    time.sleep(3)  # another group_interval: db-2 must not be resolved by anything
+    flush_again(am, adapter)  # db-2, still firing, is in that flush too: nothing may resolve it
     assert [r["dedup_key"] for r in accepted(fake, "resolve")] == [keys["db-1:9100"]]
 
 
@@ -70,12 +90,16 @@ def test_alert24_outage_loses_nothing(procs, fake, start_adapter):
     outage(5)
     am.fire(*DISK_1)
     [trigger] = wait_until(lambda: accepted(fake, "trigger"), 40, "the trigger after the outage")
+    # The adapter's answer to that delivery, before the next outage begins.
+    adapter.wait_webhook(lambda w: w["status"] == 200, 20, "the 200 for the trigger")
     outage(5)
     am.resolve(*DISK_1)
     [resolve] = wait_until(lambda: accepted(fake, "resolve"), 40, "the resolve after the outage")
     assert resolve["dedup_key"] == trigger["dedup_key"]
-    time.sleep(3)  # another group_interval: nothing more may arrive
-    assert len(accepted(fake)) == 2, "each event accepted exactly once"
+    adapter.wait_webhook(lambda w: w["status"] == 200 and w.get("resolve"), 20, "the 200 for the resolve")
+    flush_again(am, adapter)
+    ours = [b for b in accepted(fake) if b["dedup_key"] == trigger["dedup_key"]]
+    assert len(ours) == 2, "each event accepted exactly once"
 
     answers = adapter.webhooks()
     assert [w["status"] for w in answers].count(503) >= 2, "the adapter told Alertmanager about both outages"
@@ -122,9 +146,7 @@ def test_300_alert_group_against_slow_alert24(procs, fake, start_adapter):
     am = Alertmanager(procs, f"{adapter.url}/alertmanager", http_config=BEARER)
     fake.latency = 0.1
     post_alerts(am.url, [{"labels": {"alertname": "Storm", "instance": f"host-{i}:9100"}} for i in range(300)])
-    answer = wait_until(
-        lambda: next((w for w in adapter.webhooks() if w.get("alerts") == 300), None), 30, "the 300-alert webhook"
-    )
+    answer = adapter.wait_webhook(lambda w: w.get("alerts") == 300, 30, "the 300-alert webhook")
     assert answer["status"] == 200 and answer["accepted"] == 300
     assert answer["duration_ms"] < 10_000, "inside Alertmanager's timeout"
     assert len({b["dedup_key"] for b in accepted(fake)}) == 300
@@ -138,6 +160,7 @@ def test_permanent_rejection_is_not_delivered_and_resent(procs, fake, start_adap
     am.fire(*DISK_1)
     [trigger] = wait_until(lambda: accepted(fake, "trigger"), 30, "the trigger after the rejection")
     assert fake.requests[0]["status"] == 400
+    adapter.wait_webhook(lambda w: w["status"] == 200, 20, "the 200 for the resend")
     statuses = [w["status"] for w in adapter.webhooks()]
     assert statuses[0] == 422 and 200 in statuses
     assert trigger["dedup_key"] == fake.requests[0]["body"]["dedup_key"]

@@ -20,9 +20,9 @@ def stack(procs, fake, start_adapter):
     return adapter, Nginx(procs, adapter.port)
 
 
-def post(port, body: bytes, headers: dict, timeout=15):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    conn.request("POST", "/alertmanager", body=body, headers=headers)
+def request(nginx, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout=15):
+    conn = http.client.HTTPSConnection("127.0.0.1", nginx.port, timeout=timeout, context=nginx.tls)
+    conn.request(method, path, body=body, headers=headers or {})
     r = conn.getresponse()
     data = r.read()
     conn.close()
@@ -38,7 +38,8 @@ def post(port, body: bytes, headers: dict, timeout=15):
 )
 def test_fire_and_resolve_through_nginx(procs, fake, stack, http_config):
     adapter, nginx = stack
-    am = Alertmanager(procs, f"{nginx.url}/alertmanager", http_config=http_config)
+    tls = {"tls_config": {"ca_file": str(nginx.ca_file)}}
+    am = Alertmanager(procs, f"{nginx.url}/alertmanager", http_config={**http_config, **tls})
     am.fire(*DISK_1)
     [trigger] = wait_until(lambda: [b for b in fake.accepted() if b["event_action"] == "trigger"], 20, "the trigger")
     am.resolve(*DISK_1)
@@ -64,8 +65,10 @@ def test_fire_and_resolve_through_nginx(procs, fake, stack, http_config):
 )
 def test_auth_through_nginx(fake, stack, authorization, code):
     adapter, nginx = stack
-    status, headers, data = post(
-        nginx.port,
+    status, headers, data = request(
+        nginx,
+        "POST",
+        "/alertmanager",
         json.dumps(payload("firing-single")).encode(),
         {"Authorization": authorization, "Content-Type": "application/json", "X-Request-Id": "from-client-1"},
     )
@@ -79,7 +82,7 @@ def test_auth_through_nginx(fake, stack, authorization, code):
 def test_huge_body_is_refused_by_nginx_before_gunicorn(fake, stack):
     """A 50 MB body: nginx answers 413 from Content-Length; nothing reaches the adapter or Alert24."""
     adapter, nginx = stack
-    answer = raw_request(nginx.port, webhook_head(50 * 1024 * 1024, secret=SECRET), timeout=10)
+    answer = raw_request(nginx.port, webhook_head(50 * 1024 * 1024, secret=SECRET), timeout=10, tls=nginx.tls)
     assert answer.startswith(b"HTTP/1.1 413")
     assert not fake.requests and not adapter.webhooks()
 
@@ -89,7 +92,24 @@ def test_trickling_body_is_cut_off_by_nginx(fake, stack):
     adapter, nginx = stack
     started = time.monotonic()
     # nginx closes the connection (with a 408, or without a word) after client_body_timeout.
-    answer = raw_request(nginx.port, webhook_head(1000, secret=SECRET), b"{", timeout=30)
+    answer = raw_request(nginx.port, webhook_head(1000, secret=SECRET), b"{", timeout=30, tls=nginx.tls)
     assert time.monotonic() - started < 25
     assert answer == b"" or answer.startswith(b"HTTP/1.1 408")
     assert not adapter.webhooks(), "the adapter never saw the request"
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/readyz", "/openapi.yaml", "/", "/alertmanagers"])
+def test_only_the_webhook_and_liveness_are_exposed(stack, path):
+    """/metrics and /readyz stay on the adapter's own port; nginx answers 404 without asking the adapter."""
+    adapter, nginx = stack
+    status, headers, data = request(nginx, "GET", path)
+    assert status == 404 and json.loads(data) == {"error": "not found"}
+    assert request(nginx, "GET", "/healthz")[0] == 200
+
+
+def test_no_plain_http(stack):
+    """The secret never crosses the network in clear text: the TLS port refuses plain HTTP, and nothing else
+    listens."""
+    adapter, nginx = stack
+    answer = raw_request(nginx.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert b"400" in answer.split(b"\r\n", 1)[0] and b"HTTP request was sent to HTTPS port" in answer

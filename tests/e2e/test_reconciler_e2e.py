@@ -10,7 +10,7 @@ import pytest
 
 from ..postgres import Postgres
 from .conftest import BEARER, SECRET
-from .harness import Alertmanager, free_port, wait_until
+from .harness import Alertmanager, Listener, wait_until
 
 DISK = ("alertname=DiskFull", "severity=warning", "instance=db-1:9100", "job=node")
 FAST = {"RECONCILE_INTERVAL": "1", "RECONCILE_GRACE": "3"}
@@ -34,12 +34,16 @@ def passes(adapter, outcome: str) -> float:
 @pytest.fixture
 def reconciling(procs, fake, start_adapter, tmp_path):
     """An adapter with the reconciler on against one real Alertmanager that sends to it."""
-    port = free_port()
-    am = Alertmanager(procs, f"http://127.0.0.1:{port}/alertmanager", http_config=BEARER)
+    listener = Listener()
+    am = Alertmanager(procs, f"{listener.url}/alertmanager", http_config=BEARER)
     adapter = start_adapter(
-        PORT=str(port), ALERTMANAGER_URL=am.url, LEDGER_URL=f"sqlite://{tmp_path}/ledger.db", **FAST
+        listener=listener, ALERTMANAGER_URL=am.url, LEDGER_URL=f"sqlite://{tmp_path}/ledger.db", **FAST
     )
     return am, adapter
+
+
+def resolved_by_reconciler(adapter) -> list[dict]:
+    return [line for line in adapter.log_lines() if line["msg"].startswith("reconciler: resolved an incident")]
 
 
 def test_alert_ended_while_silenced_is_resolved_by_the_reconciler(reconciling, fake):
@@ -56,9 +60,11 @@ def test_alert_ended_while_silenced_is_resolved_by_the_reconciler(reconciling, f
     assert resolve["payload"]["custom_details"]["reconciled"] is True
     assert took < 1 + 3 + 2 + 2, "within interval + grace (and a pass to notice)"
     assert [w for w in adapter.webhooks() if w.get("resolve")] == [], "Alertmanager itself sent no resolve"
-    time.sleep(3)
+    wait_until(lambda: resolved_by_reconciler(adapter), 10, "the reconciler's log line")
+    after = passes(adapter, "nothing_to_do")
+    wait_until(lambda: passes(adapter, "nothing_to_do") >= after + 3, 20, "three more passes")
     assert len(accepted(fake, "resolve")) == 1, "exactly one resolve"
-    lines = [line for line in adapter.log_lines() if line["msg"].startswith("reconciler: resolved an incident")]
+    lines = resolved_by_reconciler(adapter)
     assert len(lines) == 1 and lines[0]["dedup_key"] == trigger["dedup_key"]
 
 
@@ -77,8 +83,9 @@ def test_alertmanager_down_skips_passes_and_resolves_nothing(reconciling, fake):
     am, adapter = reconciling
     am.fire(*DISK)
     wait_until(lambda: accepted(fake, "trigger"), 20, "the trigger")
+    before = passes(adapter, "skipped")
     am.stop()
-    wait_until(lambda: passes(adapter, "skipped") >= 6, 20, "six skipped passes (twice the grace period)")
+    wait_until(lambda: passes(adapter, "skipped") >= before + 6, 20, "six skipped passes (twice the grace period)")
     assert accepted(fake, "resolve") == []
     am.start()
     # Alertmanager keeps no alerts across a restart; Prometheus sends them again, as amtool does here.
@@ -90,19 +97,23 @@ def test_alertmanager_down_skips_passes_and_resolves_nothing(reconciling, fake):
 
 
 def test_ha_pair_with_a_silent_member_resolves_nothing(procs, fake, start_adapter, tmp_path):
-    port, am2_port = free_port(), free_port()
-    am = Alertmanager(procs, f"http://127.0.0.1:{port}/alertmanager", http_config=BEARER)
+    listener = Listener()
+    # The second member is down: its port refuses connections.
+    silent = Listener(listen=False)
+    am = Alertmanager(procs, f"{listener.url}/alertmanager", http_config=BEARER)
     adapter = start_adapter(
-        PORT=str(port),
-        ALERTMANAGER_URL=f"{am.url},http://127.0.0.1:{am2_port}",
+        listener=listener,
+        ALERTMANAGER_URL=f"{am.url},{silent.url}",
         LEDGER_URL=f"sqlite://{tmp_path}/ledger.db",
         **FAST,
     )
     am.fire(*DISK)
     wait_until(lambda: accepted(fake, "trigger"), 20, "the trigger")
     am.silence("alertname=DiskFull")
+    before = passes(adapter, "skipped")
     am.resolve(*DISK)
-    wait_until(lambda: passes(adapter, "skipped") >= 6, 20, "six skipped passes")
+    wait_until(lambda: passes(adapter, "skipped") >= before + 6, 30, "six skipped passes")
+    silent.close()
     assert accepted(fake, "resolve") == [], "one member could not be asked: never resolve on uncertainty"
 
 
@@ -110,10 +121,10 @@ def test_two_adapters_sharing_postgresql_send_one_resolve(procs, fake, start_ada
     """Two gunicorn masters (two workers each) on one real PostgreSQL: one reconciler acts, one resolve."""
     pg = Postgres().start()
     try:
-        port = free_port()
-        am = Alertmanager(procs, f"http://127.0.0.1:{port}/alertmanager", http_config=BEARER)
+        listener = Listener()
+        am = Alertmanager(procs, f"{listener.url}/alertmanager", http_config=BEARER)
         env = {"ALERTMANAGER_URL": am.url, "LEDGER_URL": pg.url, **FAST}
-        first = start_adapter("adapter-1", PORT=str(port), **env)
+        first = start_adapter("adapter-1", listener=listener, **env)
         second = start_adapter("adapter-2", **env)
         am.fire(*DISK)
         [trigger] = wait_until(lambda: accepted(fake, "trigger"), 20, "the trigger")
@@ -121,15 +132,16 @@ def test_two_adapters_sharing_postgresql_send_one_resolve(procs, fake, start_ada
         am.resolve(*DISK)
         [resolve] = wait_until(lambda: accepted(fake, "resolve"), 20, "the reconciler's resolve")
         assert resolve["dedup_key"] == trigger["dedup_key"]
-        wait_until(lambda: passes(first, "nothing_to_do") + passes(second, "nothing_to_do") >= 4, 20, "more passes")
+        wait_until(lambda: resolved_by_reconciler(first) + resolved_by_reconciler(second), 10, "the resolve's log line")
+
+        def idle_passes():
+            return passes(first, "nothing_to_do") + passes(second, "nothing_to_do")
+
+        after = idle_passes()
+        wait_until(lambda: idle_passes() >= after + 4, 20, "four more passes after the resolve")
         assert len(accepted(fake, "resolve")) == 1
-        actors = [
-            a
-            for a in (first, second)
-            for line in a.log_lines()
-            if line["msg"].startswith("reconciler: resolved an incident")
-        ]
-        assert len(actors) == 1, "exactly one reconciler acted"
+        actors = [a for a in (first, second) if resolved_by_reconciler(a)]
+        assert len(actors) == 1 and len(resolved_by_reconciler(actors[0])) == 1, "exactly one reconciler acted"
         leaders = {
             (a.process.name, line["pid"])
             for a in (first, second)
