@@ -7,9 +7,11 @@ queued webhooks never becomes a storm of simultaneous calls.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import dataclasses
 import itertools
+import logging
 import os
 import threading
 import time
@@ -22,12 +24,31 @@ from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
 
 from .mapping import Event, encode
+from .traffic import Backpressure, key_id
 from .version import __version__
 
-RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
+# Retried within a call. A 429 is not: it pauses every call for its integration key (traffic.Backpressure).
+RETRY_STATUSES = (408, 425, 500, 502, 503, 504)
+TOO_MANY = 429
 ACCEPTED, REJECTED, FAILED = "accepted", "rejected", "failed"
+# Never sent: Alert24 has accepted the same already (UNCHANGED), or it must not be called now (DEFERRED).
+UNCHANGED, DEFERRED = "unchanged", "deferred"
+log = logging.getLogger("alert24_adapter.alert24")
+
+
+class DeadlineTimeout(Timeout):
+    """urllib3's Timeout, each attempt's cut to the time left before the deadline (urllib3 clones it per attempt)."""
+
+    def __init__(self, connect: float, read: float, deadline: float):
+        super().__init__(connect=connect, read=read)
+        self.deadline = deadline
+
+    def clone(self) -> Timeout:
+        left = max(self.deadline - time.monotonic(), 0.001)
+        return Timeout(connect=min(self._connect, left), read=min(self._read, left), total=left)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -47,7 +68,7 @@ class Delivery:
 class _CallState:
     """Facts about one call in progress, shared with the Retry policy."""
 
-    attempt_timeout: float
+    attempt_timeout: float  # the longest one attempt can take: connect and read timeouts together
     deadline: float
     retries: int = 0
 
@@ -58,7 +79,19 @@ _CALL: contextvars.ContextVar[_CallState | None] = contextvars.ContextVar("alert
 
 
 class BudgetRetry(Retry):
-    """A Retry that gives up instead of waiting past the webhook's deadline."""
+    """A Retry that makes a retry only when its wait and a whole attempt fit before the webhook's deadline."""
+
+    def get_backoff_time(self) -> float:
+        # urllib3 draws the jitter anew on each call: the wait judged to fit the budget is the one slept.
+        try:
+            return self._backoff
+        except AttributeError:
+            self._backoff: float = super().get_backoff_time()
+            return self._backoff
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        # A 429 pauses every call for its integration key (traffic.Backpressure) rather than being retried here.
+        return status_code != TOO_MANY and super().is_retry(method, status_code, has_retry_after)
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
@@ -132,6 +165,8 @@ class Alert24Client:
         self.concurrency = concurrency
         self.max_in_flight = max(max_in_flight or concurrency, concurrency)
         self._secrets = tuple(s for s in (api_key,) if s)
+        # When each integration key may be called again after a 429 or 5xx, for every webhook of this process.
+        self.backpressure = Backpressure()
         # At most `max_in_flight` calls in flight per process, whichever webhooks they belong to.
         self._slots = _semaphore(self.max_in_flight)
         retry = BudgetRetry(
@@ -150,6 +185,7 @@ class Alert24Client:
             raise_on_status=False,
             raise_on_redirect=False,
         )
+        self._retry = retry
         session = requests.Session()
         # Proxy and CA settings are read from the environment once here, not on every call.
         session.trust_env = False
@@ -191,9 +227,16 @@ class Alert24Client:
     ) -> list[Delivery]:
         """Send every event, several at once when there are many; never past the deadline (time.monotonic)."""
         secrets = (*self._secrets, integration_key)
+        kid = key_id(integration_key)
 
         def one(event: Event) -> Delivery:
-            return self._send_one(event, integration_key, deadline, request_id, secrets)
+            try:
+                return self._send_one(event, integration_key, deadline, request_id, secrets, kid)
+            except Exception as exc:
+                # A bug must not cost the other events their deliveries, nor be answered 2xx.
+                log.exception("unexpected error while sending an event to Alert24")
+                detail = _redact(f"unexpected error: {exc.__class__.__name__}: {str(exc)[:200]}", secrets)
+                return Delivery(event, FAILED, None, 0, 0.0, detail)
 
         if len(events) <= 1 or self.concurrency == 1:
             return [one(e) for e in events]
@@ -207,9 +250,12 @@ class Alert24Client:
                 results[i] = one(events[i])
 
         lanes = [self._executor().submit(lane) for _ in range(min(self.concurrency, len(events)))]
-        for done in lanes:
-            done.result()
-        return results
+        # Every lane is waited for, whatever happens to one, so nothing is still being sent after the answer.
+        concurrent.futures.wait(lanes)
+        return [
+            r if r is not None else Delivery(e, FAILED, None, 0, 0.0, "not sent: its fan-out lane stopped")
+            for e, r in zip(events, results, strict=True)
+        ]
 
     def close(self) -> None:
         """Release pooled connections and fan-out workers."""
@@ -217,7 +263,7 @@ class Alert24Client:
             self._pool.shutdown(wait=False)
         self.session.close()
 
-    def _post(self, body: bytes, request_id: str, timeout: tuple[float, float]) -> requests.Response:
+    def _post(self, body: bytes, request_id: str, timeout: Timeout) -> requests.Response:
         """One POST through the session's adapter (urllib3 pool and Retry), from the prepared template."""
         request = PreparedRequest()
         request.method = "POST"
@@ -243,20 +289,27 @@ class Alert24Client:
         return self._pool
 
     def _send_one(
-        self, event: Event, integration_key: str, deadline: float, request_id: str, secrets: tuple[str, ...]
+        self,
+        event: Event,
+        integration_key: str,
+        deadline: float,
+        request_id: str,
+        secrets: tuple[str, ...],
+        kid: str = "",
     ) -> Delivery:
         started = time.monotonic()
         remaining = deadline - started
+        if time.time() < self.backpressure.paused_until(kid):
+            return Delivery(event, DEFERRED, None, 0, 0.0, "backpressure")
         if remaining <= 0.05:
             return Delivery(event, FAILED, None, 0, 0.0, "the webhook time budget was spent before this event")
         if not self._slots.acquire(timeout=remaining - 0.05):
             detail = f"the time budget ran out waiting for one of the {self.max_in_flight} calls to Alert24 in flight"
             return Delivery(event, FAILED, None, 0, time.monotonic() - started, detail)
-        state = _CallState(self.timeout[1], deadline)
+        state = _CallState(self.timeout[0] + self.timeout[1], deadline)
         token = _CALL.set(state)
         try:
-            remaining = deadline - time.monotonic()
-            timeout = (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
+            timeout = DeadlineTimeout(self.timeout[0], self.timeout[1], deadline)
             response = self._post(encode(event, integration_key), request_id, timeout)
         except requests.RequestException as exc:
             return Delivery(event, FAILED, None, state.retries + 1, time.monotonic() - started, _describe(exc, secrets))
@@ -268,9 +321,25 @@ class Alert24Client:
         alert24_id = response.headers.get("X-Request-Id", "")[:128]
         attempts = state.retries + 1
         if 200 <= status < 300:
+            self.backpressure.accepted(kid)
             return Delivery(event, ACCEPTED, status, attempts, seconds, "", alert24_id)
-        outcome = FAILED if status in RETRY_STATUSES or status >= 500 else REJECTED
+        if status == TOO_MANY:
+            self.backpressure.slowed(kid, self._retry_after(response))
+        elif status >= 500:
+            # Already retried within the call (ALERT24_RETRIES): the next calls wait for a growing backoff.
+            self.backpressure.slowed(kid)
+        outcome = FAILED if status in RETRY_STATUSES or status >= 500 or status == TOO_MANY else REJECTED
         return Delivery(event, outcome, status, attempts, seconds, _reason(response, secrets), alert24_id)
+
+    def _retry_after(self, response: requests.Response) -> float | None:
+        """Alert24's Retry-After in seconds (a number or an HTTP date), or None without a usable one."""
+        value = response.headers.get("Retry-After")
+        if not value:
+            return None
+        try:
+            return self._retry.parse_retry_after(value)
+        except Exception:  # urllib3 raises InvalidHeader for a value it cannot read
+            return None
 
 
 def _semaphore(value: int):

@@ -17,6 +17,9 @@ _FINGERPRINT = re.compile(r"[0-9a-f]{16}")
 _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
 _MASK64 = 0xFFFFFFFFFFFFFFFF
+# A key of a body too large to read, and its value, as glimpse() finds them: bounded, and linear to search.
+_GLIMPSE = re.compile(rb'"(receiver|groupKey)"\s*:\s*("(?:[^"\\]|\\.){0,4096}")')
+GLIMPSE_CHARS = 512
 # truncatedAlerts is a uint64 in Alertmanager. Integer literals longer than any 64-bit number are decoded
 # as floats: Python's int() is quadratic in the digits and stops at 4300 of them.
 _INT_MAX = 2**64 - 1
@@ -99,6 +102,34 @@ def text(value: str) -> str:
     except UnicodeEncodeError:
         return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return value
+
+
+def glimpse(head: bytes, tail: bytes) -> dict[str, str]:
+    """The receiver and group key of a body too large to read, from its first and last bytes (either may be
+    missing from the result).
+
+    Alertmanager writes `receiver` first and `groupKey` last, so the receiver is the first found in the head
+    and the group key the last found in the tail (each falls back on the other end). JSON escapes every quote
+    inside a string, so what matches is a key, never text inside a value.
+    """
+    heads: dict[bytes, bytes] = {}
+    tails: dict[bytes, bytes] = {}
+    for m in _GLIMPSE.finditer(head):
+        heads.setdefault(m.group(1), m.group(2))
+    for m in _GLIMPSE.finditer(tail):
+        tails[m.group(1)] = m.group(2)
+    found = {}
+    for name, literal in (
+        ("receiver", heads.get(b"receiver") or tails.get(b"receiver")),
+        ("group_key", tails.get(b"groupKey") or heads.get(b"groupKey")),
+    ):
+        try:
+            value = json.loads(literal) if literal else None
+        except ValueError:
+            continue
+        if isinstance(value, str):
+            found[name] = text(value[:GLIMPSE_CHARS])
+    return found
 
 
 def parse(data: Any) -> Notification:

@@ -15,10 +15,11 @@ from werkzeug.exceptions import HTTPException
 from . import log as logs
 from .alert24 import Alert24Client
 from .alertmanager import text
-from .config import Config, from_env
-from .errors import AdapterError, ConfigError, LedgerError, UnknownRoute
+from .config import RESTART_ONLY, Config, changed_settings, from_env
+from .errors import AdapterError, BodyTooLarge, ConfigError, LedgerError, UnknownRoute
 from .forwarder import Forwarder, Target
-from .ledger import Ledger, open_ledger
+from .heartbeat import Heartbeat
+from .ledger import Ledger, open_ledger, unwritable
 from .metrics import Metrics
 from .reconciler import AlertmanagerAPI, Reconciler
 from .views import bp, client_address
@@ -47,7 +48,14 @@ class State:
     def of(cls, config: Config) -> State:
         default = None
         if config.integration_key or config.dry_run:
-            default = Target("default", config.integration_key, config.rules, config.shared_secrets, route="")
+            default = Target(
+                "default",
+                config.integration_key,
+                config.rules,
+                config.shared_secrets,
+                route="",
+                heartbeat_matchers=config.heartbeat_matchers,
+            )
         routes = {
             r.name: Target(
                 r.name,
@@ -55,10 +63,18 @@ class State:
                 r.rules,
                 config.shared_secrets if r.shared_secrets is None else r.shared_secrets,
                 route=r.name,
+                heartbeat_matchers=config.heartbeat_matchers if r.heartbeat_matchers is None else r.heartbeat_matchers,
             )
             for r in config.routes
         }
         return cls(config, default, routes)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every shared secret some webhook path accepts."""
+        found = [*self.config.shared_secrets]
+        for target in self.routes.values():
+            found.extend(s for s in target.secrets if s not in found)
+        return tuple(found)
 
     def target(self, route: str | None) -> Target:
         """The target of /alertmanager (route None) or /alertmanager/<route>; UnknownRoute when there is none."""
@@ -75,22 +91,37 @@ class State:
 class Runtime:
     """What the views need at request time: the current State, the forwarder and the metrics."""
 
-    def __init__(self, state: State, forwarder: Forwarder, metrics: Metrics, environ: Mapping[str, str] | None):
+    def __init__(
+        self,
+        state: State,
+        forwarder: Forwarder,
+        metrics: Metrics,
+        environ: Mapping[str, str] | None,
+        build_client: Callable[[Config], Alert24Client | None] | None = None,
+    ):
         self.state = state
         self.forwarder = forwarder
         self.metrics = metrics
         self.environ = environ
         self.reconciler: Reconciler | None = None
+        # Why the default ledger is off (its directory cannot be written), or None.
+        self.ledger_off: str | None = None
+        # How a reload builds the Alert24 client anew; None when it was given (tests): a reload keeps it.
+        self.build_client = build_client
 
-    def readiness(self) -> dict[str, object]:
-        """What /readyz reports: the configuration, and (never failing on them) deliveries, ledger, reconciler."""
+    def readiness(self, authenticated: bool = False) -> dict[str, object]:
+        """What /readyz reports: the configuration, and (never failing on them) deliveries, ledger, reconciler.
+
+        The route names only to an authenticated caller: strangers learn nothing about which routes exist."""
         config = self.state.config
-        out: dict[str, object] = {
-            "status": "ready",
-            "dry_run": config.dry_run,
-            "routes": sorted(self.state.routes),
-            "last_delivery": self.forwarder.last_delivery,
-        }
+        out: dict[str, object] = {"status": "ready", "dry_run": config.dry_run}
+        if authenticated:
+            out["routes"] = sorted(self.state.routes)
+        out["last_delivery"] = self.forwarder.last_delivery
+        if self.forwarder.heartbeat is not None:
+            out["heartbeat"] = self.forwarder.heartbeat.readiness()
+        if self.ledger_off:
+            out["ledger"] = {"url": config.ledger_display(), "on": False, "ok": False, "error": self.ledger_off}
         if self.forwarder.ledger is not None:
             out["ledger"] = {"url": config.ledger_display(), **(self.forwarder.ledger_status or {"ok": None})}
         if self.reconciler is not None and config.reconciler_on:
@@ -102,7 +133,8 @@ class Runtime:
         return out
 
     def reload(self) -> bool:
-        """Re-read the configuration (the ADAPTER_CONFIG file and any secret files); keep the old one if broken."""
+        """Re-read the configuration (the ADAPTER_CONFIG file and any secret files) and put all of it in force;
+        keep the old one if broken. One warning line names what only a restart can change."""
         try:
             config = from_env(self.environ)
         except ConfigError as exc:
@@ -112,13 +144,41 @@ class Runtime:
                 extra={"problems": str(exc).splitlines()},
             )
             return False
-        self.state = State.of(config)
+        changed = changed_settings(self.state.config, config)
+        restart = changed_settings(self.state.config, config, RESTART_ONLY)
+        config = self.apply(config)
+        current = self.forwarder.heartbeat
+        if config.heartbeat_url != (current.client.url if current is not None else None):
+            # HEARTBEAT_URL_FILE may hold a new token; the workers forked after this reload use it.
+            self.forwarder.heartbeat = Heartbeat.from_config(config)
         self.metrics.config_loaded(True)
-        log.info("configuration reloaded", extra={"routes": sorted(self.state.routes)})
+        log.info(
+            "configuration reloaded",
+            extra={"routes": sorted(self.state.routes), "changed": changed},
+        )
+        if restart:
+            log.warning(f"configuration reloaded; these settings change only at a restart: {', '.join(restart)}")
         return True
 
-    def log_webhook(self, notification, outcome: str, status: int, counts: dict) -> None:
-        """The one log line per webhook."""
+    def apply(self, config: Config) -> Config:
+        """Put a configuration in force, and return it: the targets, the log settings, and new clients for
+        Alert24 and Alertmanager built from it. What only a restart can change (RESTART_ONLY) keeps its running
+        value. A call in flight finishes on the client it began with, which is never closed under it."""
+        old = self.state.config
+        config = dataclasses.replace(config, **{name: getattr(old, name) for name in RESTART_ONLY})
+        client = self.forwarder.client if self.build_client is None else self.build_client(config)
+        logs.setup(config.log_format, config.log_level)
+        forwarder = self.forwarder
+        forwarder.client, forwarder.time_budget, forwarder.dry_run = client, config.time_budget, config.dry_run
+        forwarder.resend_interval, forwarder.rate_limit = config.resend_interval, config.rate_limit
+        if self.reconciler is not None:
+            self.reconciler.client = client
+            self.reconciler.api = AlertmanagerAPI(config) if config.reconciler_on else None
+        self.state = State.of(config)
+        return config
+
+    def log_webhook(self, notification, outcome: str, status: int, counts: dict, level: int | None = None) -> None:
+        """The one log line per webhook: at INFO when answered 2xx, else at WARNING unless `level` says."""
         started = request.environ.get("alert24_adapter.started", time.monotonic())
         seconds = time.monotonic() - started
         self.metrics.webhook_seconds.observe(seconds)
@@ -139,7 +199,8 @@ class Runtime:
                 alerts=len(notification.alerts),
             )
         fields.update({k: v for k, v in counts.items() if k != "would_send"})
-        level = logging.INFO if status < 400 else logging.WARNING
+        if level is None:
+            level = logging.INFO if status < 400 else logging.WARNING
         access.log(level, "webhook %s", outcome, extra=fields)
 
 
@@ -161,15 +222,35 @@ def create_app(
     logs.setup(config.log_format, config.log_level)
     if not config.shared_secrets:
         log.warning("ALLOW_UNAUTHENTICATED=true: anyone who can reach this service can page your on-call")
+    build_client = _client if client is None else None
     if config.dry_run:
         log.warning("DRY_RUN=true: events are logged and returned, never sent to Alert24")
     elif client is None:
-        client = Alert24Client.from_config(config)
+        client = _client(config)
     metrics = metrics or Metrics()
     metrics.config_loaded(True)
-    ledger = _ledger(config, metrics)
-    forwarder = Forwarder(client, metrics, config.time_budget, config.dry_run, clock=clock, ledger=ledger)
-    runtime = Runtime(State.of(config), forwarder, metrics, os.environ if environ is None else environ)
+    ledger_off = ledger_unwritable(config)
+    if ledger_off:
+        log.warning(ledger_off)
+    ledger = None if ledger_off else _ledger(config, metrics)
+    forwarder = Forwarder(
+        client,
+        metrics,
+        config.time_budget,
+        config.dry_run,
+        clock=clock,
+        ledger=ledger,
+        heartbeat=Heartbeat.from_config(config),
+        resend_interval=config.resend_interval,
+        rate_limit=config.rate_limit,
+    )
+    if forwarder.heartbeat is not None:
+        log.info(
+            "heartbeat on: Watchdog alerts ping the heartbeat URL instead of paging",
+            extra={"heartbeat_host": forwarder.heartbeat.host, "matchers": [str(m) for m in config.heartbeat_matchers]},
+        )
+    runtime = Runtime(State.of(config), forwarder, metrics, os.environ if environ is None else environ, build_client)
+    runtime.ledger_off = ledger_off
     if ledger is not None:
         metrics.count_open_incidents(ledger.counts)
         api = AlertmanagerAPI(config) if config.reconciler_on else None
@@ -181,13 +262,24 @@ def create_app(
     app.json.sort_keys = False
     app.extensions["alert24_adapter"] = runtime
     app.register_blueprint(bp)
+
+    def reload_config() -> bool:
+        ok = runtime.reload()
+        app.config["MAX_CONTENT_LENGTH"] = runtime.state.config.max_body_bytes
+        return ok
+
     # gunicorn's on_reload hook (SIGHUP) calls this in the master before forking new workers.
-    app.reload_config = runtime.reload
+    app.reload_config = reload_config
     # gunicorn's post_worker_init hook calls this in each worker: the reconciler's loop (its leader acts).
     app.start_background = runtime.reconciler.start if runtime.reconciler is not None else lambda: None
 
     @app.errorhandler(AdapterError)
     def _adapter_error(exc: AdapterError):
+        if isinstance(exc, BodyTooLarge):
+            # Refused again at every group_interval, and never paged: an error, not a warning.
+            route = (request.view_args or {}).get("route") or "default"
+            runtime.metrics.oversized.labels(route).inc()
+            return _error(exc.status, exc.message, exc.facts, logging.ERROR)
         return _error(exc.status, exc.message)
 
     @app.errorhandler(HTTPException)
@@ -204,7 +296,7 @@ def create_app(
         rid = request.environ.get("alert24_adapter.request_id", "")
         return _error(500, f"internal error; see the adapter's log for request id {rid}")
 
-    def _error(status: int, message: str):
+    def _error(status: int, message: str, fields: dict | None = None, level: int | None = None):
         response = jsonify(error=message)
         response.status_code = status
         if status in (408, 413):
@@ -215,10 +307,30 @@ def create_app(
         if request.path.startswith("/alertmanager"):
             outcome = OUTCOMES.get(status, "error")
             runtime.metrics.webhooks.labels(outcome, str(status)).inc()
-            runtime.log_webhook(None, outcome, status, {"error": message})
+            runtime.log_webhook(None, outcome, status, {"error": message, **(fields or {})}, level)
         return response
 
     return app
+
+
+def _client(config: Config) -> Alert24Client | None:
+    """The Alert24 client a configuration describes; none in a dry run."""
+    return None if config.dry_run else Alert24Client.from_config(config)
+
+
+def ledger_unwritable(config: Config) -> str | None:
+    """Why the default ledger (SQLite under STATE_DIRECTORY) cannot be used, in one line; None when it can, or
+    when the ledger is a LEDGER_URL of the operator's, whose trouble is reported as it happens."""
+    if not config.ledger_on or not config.ledger_implicit:
+        return None
+    reason = unwritable(config.ledger_url)
+    if reason is None:
+        return None
+    lost = "RESEND_INTERVAL, the shared rate budget" + (" and the reconciler" if config.reconciler_on else "")
+    return (
+        f"the ledger's directory (STATE_DIRECTORY) cannot be written: {reason}; running without the ledger: "
+        f"every trigger is sent, {lost} are off"
+    )
 
 
 def _ledger(config: Config, metrics: Metrics) -> Ledger | None:
@@ -226,6 +338,7 @@ def _ledger(config: Config, metrics: Metrics) -> Ledger | None:
     if not config.ledger_on:
         return None
     ledger = open_ledger(config.ledger_url, config.ledger_display())
+    ledger.accepted_retention = max(config.resend_interval, 60.0)
     try:
         ledger.setup()
     except LedgerError as exc:

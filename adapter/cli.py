@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import sys
 from datetime import datetime, timezone
 from importlib import resources
 
-from . import alertmanager
+from . import alertmanager, heartbeat
 from .config import from_env
 from .errors import AdapterError, ConfigError, LedgerError
 from .mapping import plan
@@ -124,6 +125,9 @@ def check_config(args) -> int:
         finally:
             ledger.close()
         print(f"ledger OK: {config.ledger_display()}, {open_now} open incident(s)", file=sys.stderr)
+    if config.heartbeat_url:
+        matchers, url = ",".join(map(str, config.heartbeat_matchers)), heartbeat.display(config.heartbeat_url)
+        print(f"heartbeat on: alerts matching {matchers} ping {url}", file=sys.stderr)
     print("configuration OK", file=sys.stderr)
     return 0
 
@@ -136,14 +140,22 @@ def render(args) -> int:
     except (AdapterError, OSError, ValueError) as exc:
         print(f"alert24-adapter: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
-    rules = config.rules
+    rules, matchers = config.rules, config.heartbeat_matchers
     if args.route:
         routes = {r.name: r for r in config.routes}
         if args.route not in routes:
             print(f"alert24-adapter: no route {args.route!r} in ADAPTER_CONFIG", file=sys.stderr)
             return 1
         rules = routes[args.route].rules
-    planned = plan(notification, rules, datetime.now(timezone.utc))
+        matchers = matchers if routes[args.route].heartbeat_matchers is None else routes[args.route].heartbeat_matchers
+    beats = ()
+    if config.heartbeat_url:
+        found = heartbeat.split(notification.alerts, matchers)
+        notification = dataclasses.replace(notification, alerts=found.pages)
+        beats = found.beats + found.stopped
+        _render_heartbeats(found, heartbeat.display(config.heartbeat_url), args.json)
+    # Without the ledger, a resolve a drop rule matches is sent, in case its incident is open.
+    planned = plan(notification, rules, datetime.now(timezone.utc)).settle(None)
     events = planned.events
     for alert, rule in planned.dropped:
         if args.json:
@@ -158,9 +170,27 @@ def render(args) -> int:
         for what, why in event.why.items():
             print(f"  {what}: {why}")
         print("  body: " + json.dumps(event.body(), indent=2).replace("\n", "\n  "))
-    if not events:
+    if not events and not beats:
         print("no events: the payload has no alerts, or rules dropped them all", file=sys.stderr)
     return 0
+
+
+def _render_heartbeats(found, url: str, as_json: bool) -> None:
+    """The heartbeat alerts of a payload: never events; a firing one pings, a resolved one does not."""
+    for alert in found.beats + found.stopped:
+        firing = alert.status == "firing"
+        if as_json:
+            print(json.dumps({"heartbeat": alert.fingerprint, "status": alert.status, "ping": firing, "url": url}))
+        elif firing:
+            print(
+                f"heartbeat, not a page: alert {alert.fingerprint} ({alert.labels.get('alertname', '')}) "
+                f"pings {url} instead of becoming an event"
+            )
+        else:
+            print(
+                f"heartbeat stopped: alert {alert.fingerprint} ({alert.labels.get('alertname', '')}) is resolved: "
+                "no ping and no event, and a warning in the log"
+            )
 
 
 def send_test(args) -> int:
@@ -218,7 +248,7 @@ def incidents(args) -> int:
 def reconcile(args) -> int:
     from .alert24 import ACCEPTED, Alert24Client
     from .app import State
-    from .metrics import Metrics
+    from .metrics import process_metrics
     from .reconciler import FAILED, SKIPPED, AlertmanagerAPI, Reconciler
 
     config, ledger = _ledger()
@@ -231,7 +261,7 @@ def reconcile(args) -> int:
     if not args.dry_run and not config.dry_run:
         client = Alert24Client.from_config(config)
     state = State.of(config)
-    reconciler = Reconciler(ledger, Metrics(), client, lambda: state, AlertmanagerAPI(config))
+    reconciler = Reconciler(ledger, process_metrics(), client, lambda: state, AlertmanagerAPI(config))
     try:
         if not args.dry_run and not ledger.try_lead():
             print(

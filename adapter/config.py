@@ -9,9 +9,10 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from . import heartbeat
 from .errors import ConfigError
 from .mapping import DEDUP_MODES, SEVERITIES, EventRules
-from .policy import parse_rules
+from .policy import Matcher, PolicyError, parse_matchers, parse_rules
 
 DEFAULT_API_URL = "https://app.alert24.io/api/v1/incidents"
 DEFAULT_STATE_DIRECTORY = "/var/lib/alert24-adapter"
@@ -21,9 +22,18 @@ LEDGER_SCHEMES = ("sqlite", "postgresql", "postgres")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 _DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
 DEFAULT_SEVERITY_MAP = "critical=critical,warning=warning,info=low"
+# After an Alertmanager restart without its data, alerts come back only as Prometheus re-sends them, once
+# every --rules.alert.resend-delay: a grace shorter than a few of those resolves alerts that still fire.
+GRACE_RESENDS = 5
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 MASK = "********"
+# What example files and tutorials put where a secret goes; refused as a secret outside a dry run, because
+# anyone who read the same example could use it.
+PLACEHOLDERS = frozenset(
+    {"replaceme", "changeme", "changeit", "secret", "password", "example", "todo", "placeholder", "yoursecret"}
+)
+DEFAULT_HEARTBEAT_MATCHERS = parse_matchers(heartbeat.DEFAULT_MATCHERS)
 ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 FILE_KEYS = {"rules", "routes"}
 ROUTE_KEYS = {
@@ -36,6 +46,7 @@ ROUTE_KEYS = {
     "default_severity",
     "dedup_by",
     "rules",
+    "heartbeat_matchers",
 }
 
 
@@ -48,6 +59,7 @@ class Route:
     integration_key: str | None = dataclasses.field(default=None, repr=False)
     shared_secrets: tuple[str, ...] | None = dataclasses.field(default=None, repr=False)
     rules: EventRules = EventRules()
+    heartbeat_matchers: tuple[Matcher, ...] | None = None  # None: the global HEARTBEAT_MATCHERS
 
     def masked(self) -> dict[str, object]:
         return {
@@ -56,6 +68,9 @@ class Route:
             if self.shared_secrets is None
             else [MASK] * len(self.shared_secrets),
             "rules": self.rules.describe(),
+            "heartbeat_matchers": "the global HEARTBEAT_MATCHERS"
+            if self.heartbeat_matchers is None
+            else [str(m) for m in self.heartbeat_matchers],
         }
 
 
@@ -90,7 +105,14 @@ class Config:
     ledger_url: str | None = dataclasses.field(default=None, repr=False)
     reconcile_interval: float = 300.0
     reconcile_grace: float = 600.0
+    prometheus_resend_delay: float = 60.0
     ledger_max_age: float = 30 * 86400.0
+    heartbeat_url: str | None = dataclasses.field(default=None, repr=False)
+    heartbeat_matchers: tuple[Matcher, ...] = DEFAULT_HEARTBEAT_MATCHERS
+    heartbeat_min_interval: float = heartbeat.DEFAULT_MIN_INTERVAL
+    resend_interval: float = 3600.0
+    rate_limit: int = 0  # events a minute per integration key; 0: no budget
+    ledger_implicit: bool = False  # the default SQLite file under STATE_DIRECTORY, not a LEDGER_URL
 
     @property
     def reconciler_on(self) -> bool:
@@ -119,7 +141,45 @@ class Config:
                 value = {route.name: route.masked() for route in value}
             out[f.name] = value
         out["ledger_url"] = self.ledger_display()
+        out["heartbeat_url"] = heartbeat.display(self.heartbeat_url) if self.heartbeat_url else None
+        out["heartbeat_matchers"] = [str(m) for m in self.heartbeat_matchers]
         return out
+
+
+# The variable behind each Config field, where its name does not say; a field not listed is its name upper-cased.
+VARIABLES = {
+    "shared_secrets": "SHARED_SECRET",
+    "integration_key": "ALERT24_INTEGRATION_KEY",
+    "api_key": "ALERT24_API_KEY",
+    "api_url": "ALERT24_API_URL",
+    "connect_timeout": "ALERT24_CONNECT_TIMEOUT",
+    "read_timeout": "ALERT24_READ_TIMEOUT",
+    "retries": "ALERT24_RETRIES",
+    "time_budget": "WEBHOOK_TIME_BUDGET",
+    "concurrency": "ALERT24_CONCURRENCY",
+    "max_in_flight": "ALERT24_MAX_IN_FLIGHT",
+    "rules": "rules",
+    "trusted_proxies": "FORWARDED_ALLOW_IPS",
+    "body_timeout": "BODY_READ_TIMEOUT",
+    "config_file": "ADAPTER_CONFIG",
+    "routes": "routes",
+    "alertmanager_urls": "ALERTMANAGER_URL",
+    "rate_limit": "ALERT24_RATE_LIMIT",
+}
+# What a running process cannot change: the ledger is opened once, and its store holds the open incidents.
+RESTART_ONLY = frozenset({"ledger_url", "ledger_implicit"})
+
+
+def changed_settings(old: Config, new: Config, among: frozenset[str] | None = None) -> list[str]:
+    """The settings whose value differs between two configurations (of `among` fields, default all), named by
+    their variables, never by their values."""
+    return sorted(
+        {
+            VARIABLES.get(f.name, f.name.upper())
+            for f in dataclasses.fields(Config)
+            if (among is None or f.name in among) and getattr(old, f.name) != getattr(new, f.name)
+        }
+    )
 
 
 def redact_url(url: str) -> str:
@@ -141,8 +201,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     dry_run = env.boolean("DRY_RUN", False)
     allow_unauthenticated = env.boolean("ALLOW_UNAUTHENTICATED", False)
 
-    secrets = tuple(s.strip() for s in (env.secret("SHARED_SECRET") or "").split(","))
+    secrets = tuple(s.strip() for s in (env.secret("SHARED_SECRET", single=False) or "").split(","))
     secrets = tuple(s for s in secrets if s)
+    if any(is_placeholder(s) for s in secrets):
+        env.placeholders.append("SHARED_SECRET")
     if not secrets and not allow_unauthenticated and "SHARED_SECRET" not in env.faulty:
         env.problem(
             "SHARED_SECRET is not set: set it (or SHARED_SECRET_FILE) to the secret "
@@ -202,15 +264,42 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         body_timeout=env.number("BODY_READ_TIMEOUT", 10.0, 0.5, 120),
         config_file=config_file,
         routes=routes,
-        **_reconciling(env),
+        **_reconciling(env, *_traffic(env)),
+        **_heartbeat(env),
     )
+    if not dry_run:
+        for name in env.placeholders:
+            env.problem(
+                f"{name} holds a placeholder such as replace-me, not a secret: set the real value "
+                "(or set DRY_RUN=true to try the adapter without one)"
+            )
     if env.problems:
         raise ConfigError("\n".join(env.problems))
     return config
 
 
-def _reconciling(env: _Env) -> dict[str, object]:
-    """The ledger and reconciler settings: on with ALERTMANAGER_URL (both) or LEDGER_URL (the ledger alone)."""
+def is_placeholder(value: str) -> bool:
+    """Whether a secret is a stand-in from an example: `replace-me`, `<your key>`, `...`, `xxxx`."""
+    word = re.sub(r"[^a-z0-9]", "", value.lower())
+    return (
+        word in PLACEHOLDERS
+        or not word
+        or (len(word) >= 3 and set(word) == {"x"})
+        or (value.startswith("<") and value.endswith(">"))
+    )
+
+
+def _traffic(env: _Env) -> tuple[float, int]:
+    """RESEND_INTERVAL and ALERT24_RATE_LIMIT: what reaches Alert24 (both need the ledger)."""
+    resend = env.duration("RESEND_INTERVAL", 3600.0, 0, 30 * 86400)
+    limit = int(env.number("ALERT24_RATE_LIMIT", 0, 0, 1_000_000, integer=True))
+    return resend, limit
+
+
+def _reconciling(env: _Env, resend_interval: float = 0.0, rate_limit: int = 0) -> dict[str, object]:
+    """The ledger and reconciler settings. The ledger is LEDGER_URL, else the SQLite file under STATE_DIRECTORY
+    whenever something needs it: the reconciler (ALERTMANAGER_URL), RESEND_INTERVAL (on by default) or the
+    rate budget."""
     urls = tuple(u.strip().rstrip("/") for u in env.text("ALERTMANAGER_URL", "").split(",") if u.strip())
     for url in urls:
         parts = urlsplit(url)
@@ -232,6 +321,7 @@ def _reconciling(env: _Env) -> dict[str, object]:
         env.problem("ALERTMANAGER_USERNAME and ALERTMANAGER_PASSWORD go together (HTTP Basic auth)")
 
     ledger_url = env.secret("LEDGER_URL")
+    implicit = False
     if ledger_url:
         parts = urlsplit(ledger_url)
         if parts.scheme not in LEDGER_SCHEMES:
@@ -240,13 +330,27 @@ def _reconciling(env: _Env) -> dict[str, object]:
             env.problem("LEDGER_URL: a SQLite ledger is sqlite:///absolute/path.db (three slashes, an absolute path)")
         elif parts.scheme != "sqlite" and not parts.hostname and "host=" not in parts.query:
             env.problem("LEDGER_URL: a PostgreSQL ledger names its host: postgresql://user@host/database")
-    elif urls and "LEDGER_URL" not in env.faulty:
+        elif parts.scheme != "sqlite" and (missing := _postgresql_driver_missing()):
+            env.problem(
+                f"LEDGER_URL: a PostgreSQL ledger needs psycopg 3, which cannot be loaded ({missing}): "
+                "install the adapter with its postgresql extra, pip install 'alert24-adapter[postgresql]'"
+            )
+    elif (urls or resend_interval > 0 or rate_limit) and "LEDGER_URL" not in env.faulty:
         # systemd's StateDirectory= may list several directories; the first is the adapter's.
         state = env.text("STATE_DIRECTORY", DEFAULT_STATE_DIRECTORY).split(":")[0]
         ledger_url = "sqlite://" + os.path.join(os.path.abspath(state), LEDGER_FILE)
+        implicit = True
 
     interval = env.duration("RECONCILE_INTERVAL", 300.0, 0.1, 86400)
+    known = len(env.problems)
     grace = env.duration("RECONCILE_GRACE", 600.0, 0, 30 * 86400)
+    resend_delay = env.duration("PROMETHEUS_RESEND_DELAY", 60.0, 0.1, 3600)
+    if len(env.problems) == known and grace < GRACE_RESENDS * resend_delay:
+        env.problem(
+            f"RECONCILE_GRACE must be at least {_span(GRACE_RESENDS * resend_delay)} ({GRACE_RESENDS} times "
+            "PROMETHEUS_RESEND_DELAY, Prometheus's --rules.alert.resend-delay): after an Alertmanager restart "
+            "without its data, a shorter grace resolves alerts Prometheus has not yet sent again"
+        )
     max_age = env.duration("LEDGER_MAX_AGE", 30 * 86400.0, 60, 10 * 365 * 86400)
     if max_age <= grace:
         env.problem("LEDGER_MAX_AGE must be longer than RECONCILE_GRACE")
@@ -256,10 +360,74 @@ def _reconciling(env: _Env) -> dict[str, object]:
         "alertmanager_username": username,
         "alertmanager_password": password,
         "ledger_url": ledger_url,
+        "ledger_implicit": implicit,
+        "resend_interval": resend_interval,
+        "rate_limit": rate_limit,
         "reconcile_interval": interval,
         "reconcile_grace": grace,
+        "prometheus_resend_delay": resend_delay,
         "ledger_max_age": max_age,
     }
+
+
+def _span(seconds: float) -> str:
+    """A duration as it may be written back: whole minutes as `5m`, anything else in seconds."""
+    return f"{int(seconds // 60)}m" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g}s"
+
+
+def _heartbeat(env: _Env) -> dict[str, object]:
+    """The dead-man's switch: on with HEARTBEAT_URL; the matchers are checked either way."""
+    url = env.secret("HEARTBEAT_URL")
+    if url:
+        problem = heartbeat.url_problem(url)
+        if problem:
+            env.problem(f"HEARTBEAT_URL {problem}", "HEARTBEAT_URL")
+    matchers = DEFAULT_HEARTBEAT_MATCHERS
+    text = env.text("HEARTBEAT_MATCHERS", heartbeat.DEFAULT_MATCHERS)
+    try:
+        matchers = parse_matchers(text)
+    except PolicyError as exc:
+        env.problem(f"HEARTBEAT_MATCHERS: {exc}")
+    else:
+        problem = heartbeat.matchers_problem(matchers)
+        if problem:
+            env.problem(f"HEARTBEAT_MATCHERS {problem}")
+    return {
+        "heartbeat_url": url,
+        "heartbeat_matchers": matchers,
+        "heartbeat_min_interval": env.duration("HEARTBEAT_MIN_INTERVAL", heartbeat.DEFAULT_MIN_INTERVAL, 0, 300),
+    }
+
+
+def _file_matchers(value, where: str, problems: list[str]) -> tuple[Matcher, ...] | None:
+    """A route's heartbeat_matchers: a list of matchers (as in rules) or one string (as HEARTBEAT_MATCHERS)."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            matchers = parse_matchers(value)
+        elif isinstance(value, list):
+            matchers = tuple(Matcher.parse(text) for text in value)
+        else:
+            problems.append(f"{where}.heartbeat_matchers: must be a list of matchers")
+            return None
+    except PolicyError as exc:
+        problems.append(f"{where}.heartbeat_matchers: {exc}")
+        return None
+    problem = heartbeat.matchers_problem(matchers)
+    if problem:
+        problems.append(f"{where}.heartbeat_matchers: {problem}")
+        return None
+    return matchers
+
+
+def _postgresql_driver_missing() -> str | None:
+    """Why psycopg cannot be imported, or None when it can."""
+    try:
+        import psycopg  # noqa: F401 - only whether it loads
+    except ImportError as exc:
+        return str(exc).splitlines()[0][:200] if str(exc) else "not installed"
+    return None
 
 
 def parse_duration(text: str) -> float | None:
@@ -325,6 +493,8 @@ def _load_file(path: str, env: _Env, base: EventRules, dry_run: bool) -> tuple[E
             secrets = tuple(s.strip() for s in secret_text.split(",") if s.strip())
             if not secrets:
                 problems.append(f"{where}: the route's shared secret is empty")
+            elif any(is_placeholder(s) for s in secrets):
+                env.placeholders.append(f"{where}.shared_secret")
         route_rules = EventRules(
             severity_label=_file_choice(spec, "severity_label", None, rules.severity_label, where, problems),
             severity_map=_file_severity_map(spec.get("severity_map"), rules.severity_map, where, problems),
@@ -334,7 +504,8 @@ def _load_file(path: str, env: _Env, base: EventRules, dry_run: bool) -> tuple[E
             dedup_by=_file_choice(spec, "dedup_by", DEDUP_MODES, rules.dedup_by, where, problems),
             urgency=parse_rules(spec.get("rules"), f"{where}.rules", problems) + urgency,
         )
-        routes.append(Route(name, key, secrets, route_rules))
+        matchers = _file_matchers(spec.get("heartbeat_matchers"), where, problems)
+        routes.append(Route(name, key, secrets, route_rules, matchers))
     for line in problems:
         env.problem(f"{path}: {line}")
     return rules, tuple(routes)
@@ -351,13 +522,16 @@ def _file_secret(spec: dict, what: str, where: str, env: _Env, problems: list[st
         if not value:
             # The variable's name is not repeated: a secret pasted there by mistake must not reach the log.
             problems.append(f"{where}.{what}_env: the environment variable it names is not set")
-        return value or None
-    if path is not None:
+    elif path is not None:
         value, problem = _read_secret_file(str(path))
         if problem:
             problems.append(f"{where}.{what}_file: {problem}")
-        return value
-    return None
+    else:
+        return None
+    # A list of shared secrets is checked item by item by its reader.
+    if value and what == "integration_key" and is_placeholder(value):
+        env.placeholders.append(f"{where}.{what}")
+    return value or None
 
 
 def _file_choice(spec: dict, key: str, allowed, default: str, where: str, problems: list[str]) -> str:
@@ -406,6 +580,8 @@ class _Env:
         self.environ = environ
         self.problems: list[str] = []
         self.faulty: set[str] = set()
+        # Where a placeholder stands in for a secret; a problem unless the run is dry.
+        self.placeholders: list[str] = []
 
     def problem(self, line: str, name: str = "") -> None:
         self.problems.append(line)
@@ -462,18 +638,20 @@ class _Env:
             return default
         return value
 
-    def secret(self, name: str) -> str | None:
-        """A secret from NAME, or from the file named by NAME_FILE (Kubernetes and systemd credentials)."""
+    def secret(self, name: str, single: bool = True) -> str | None:
+        """A secret from NAME, or from the file named by NAME_FILE (Kubernetes and systemd credentials).
+
+        A single secret that is a placeholder is noted; a list is checked item by item by its reader."""
         direct = self.environ.get(name, "").strip()
         path = self.environ.get(f"{name}_FILE", "").strip()
         if direct and path:
             self.problem(f"set {name} or {name}_FILE, not both", name)
             return None
-        if not path:
-            return direct or None
-        value, problem = _read_secret_file(path)
+        value, problem = _read_secret_file(path) if path else (direct or None, None)
         if problem:
             self.problem(f"{name}_FILE: {problem}", name)
+        if single and value and is_placeholder(value):
+            self.placeholders.append(name)
         return value
 
     def severity_map(self, name: str, default: str) -> tuple[tuple[str, str], ...]:

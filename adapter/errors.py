@@ -42,6 +42,16 @@ class BodyTimeout(AdapterError):
     status = 408
 
 
+class BodyTooLarge(AdapterError):
+    """The body is over MAX_BODY_BYTES; `facts` are what could be learnt without keeping it (for the log)."""
+
+    status = 413
+
+    def __init__(self, message: str, facts: dict[str, object]):
+        super().__init__(message)
+        self.facts = facts
+
+
 class UnknownRoute(AdapterError):
     """The URL names a route that is not configured."""
 
@@ -53,6 +63,11 @@ class DeliveryFailed(AdapterError):
 
     status = 503
     retryable = True
+
+
+class DeliveryDeferred(DeliveryFailed):
+    """Events were held back, not sent: Alert24 asked to wait (429, or kept failing) or the rate budget is spent.
+    Alertmanager's resend carries them; what Alert24 accepted meanwhile is not sent again."""
 
 
 class DeliveryRejected(AdapterError):

@@ -9,14 +9,27 @@ from collections import Counter as Tally
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from .alert24 import ACCEPTED, FAILED, REJECTED, Alert24Client, Delivery
+from . import heartbeat as beats
+from . import traffic
+from .alert24 import ACCEPTED, DEFERRED, FAILED, REJECTED, UNCHANGED, Alert24Client, Delivery
 from .alertmanager import Notification
-from .errors import AdapterError, DeliveryFailed, DeliveryRejected, LedgerError
+from .errors import AdapterError, DeliveryDeferred, DeliveryFailed, DeliveryRejected, LedgerError
+from .heartbeat import Heartbeat
 from .ledger import Ledger
 from .mapping import Event, EventRules, plan
 from .metrics import Metrics
+from .policy import Matcher
 
 log = logging.getLogger("alert24_adapter.forwarder")
+# With a ledger, sending ends this share of WEBHOOK_TIME_BUDGET early (at most LEDGER_SHARE_MAX seconds), so
+# that the ledger's write, bounded by the deadline too, fits in the answer's budget.
+LEDGER_SHARE, LEDGER_SHARE_MAX = 0.1, 0.5
+# The most the ledger's read before sending, and the rate budget's write, may take of the budget.
+LOOKUP_MAX = 0.5
+DEFERRAL_REASONS = {
+    traffic.BACKPRESSURE: "Alert24 asked this integration key to wait (429, or 5xx after retries)",
+    traffic.BUDGET: "the rate budget ALERT24_RATE_LIMIT is spent",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +41,7 @@ class Target:
     rules: EventRules
     secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     route: str = ""  # as the ledger keys it: "" for plain /alertmanager, else the route's name
+    heartbeat_matchers: tuple[Matcher, ...] = ()  # alerts that ping the heartbeat instead (with HEARTBEAT_URL)
 
 
 @dataclasses.dataclass
@@ -39,6 +53,8 @@ class Report:
     dry_run: bool
     error: AdapterError | None
     dropped: int = 0
+    heartbeat: str | None = None  # the heartbeat's outcome, when the notification held heartbeat alerts
+    heartbeats: int = 0
 
     def summary(self) -> dict[str, object]:
         """Counts for the response body and the webhook log line."""
@@ -50,19 +66,31 @@ class Report:
         }
         if self.dropped:
             out["dropped"] = self.dropped
+        if self.heartbeat:
+            out.update(heartbeat=self.heartbeat, heartbeats=self.heartbeats)
         if self.deliveries:
             results = Tally(d.outcome for d in self.deliveries)
             out.update({ACCEPTED: results[ACCEPTED], REJECTED: results[REJECTED], FAILED: results[FAILED]})
+            out.update({k: results[k] for k in (UNCHANGED, DEFERRED) if results[k]})
         return out
 
 
-def verdict(deliveries: list[Delivery]) -> AdapterError | None:
-    """The error to answer with, if any: temporary trouble outranks a permanent rejection."""
+def verdict(deliveries: list[Delivery], resume_in: float = 0.0) -> AdapterError | None:
+    """The error to answer with, if any: temporary trouble outranks a permanent rejection. Events skipped as
+    unchanged count as delivered: Alert24 accepted them before. `resume_in`: seconds until deferred ones can go."""
     failed = [d for d in deliveries if d.outcome == FAILED]
     rejected = [d for d in deliveries if d.outcome == REJECTED]
+    deferred = [d for d in deliveries if d.outcome == DEFERRED]
     total = len(deliveries)
     if failed:
-        return DeliveryFailed(f"{len(failed)} of {total} events could not be delivered; first: {failed[0].detail}")
+        more = f" ({len(deferred)} more deferred)" if deferred else ""
+        return DeliveryFailed(
+            f"{len(failed)} of {total} events could not be delivered{more}; first: {failed[0].detail}"
+        )
+    if deferred:
+        why = DEFERRAL_REASONS.get(deferred[0].detail, deferred[0].detail)
+        when = f"; calls resume in {resume_in:.0f} s" if resume_in > 0 else ""
+        return DeliveryDeferred(f"{len(deferred)} of {total} events deferred, not sent: {why}{when}")
     if rejected:
         first = rejected[0]
         where = f" (Alert24 request id {first.request_id})" if first.request_id else ""
@@ -81,8 +109,15 @@ class Forwarder:
         dry_run: bool,
         clock: Callable[[], datetime] | None = None,
         ledger: Ledger | None = None,
+        heartbeat: Heartbeat | None = None,
+        resend_interval: float = 0.0,
+        rate_limit: int = 0,
     ):
         self.client = client
+        # RESEND_INTERVAL (0: every event is sent) and ALERT24_RATE_LIMIT (0: no budget); a reload sets them anew.
+        self.resend_interval, self.rate_limit = resend_interval, rate_limit
+        self.budget = traffic.LocalBudget()
+        self.heartbeat = heartbeat
         self.ledger = ledger
         self.ledger_status: dict[str, object] | None = None
         self.clock = clock or (lambda: datetime.now(timezone.utc))
@@ -100,6 +135,8 @@ class Forwarder:
         """
         started = time.monotonic() if started is None else started
         m = self.metrics
+        # Read once: a reload may put a new client in place meanwhile, and this webhook finishes on this one.
+        client, dry_run = self.client, self.dry_run
         statuses = Tally(a.status for a in notification.alerts)
         for status, count in statuses.items():
             m.alerts.labels(status).inc(count)
@@ -109,7 +146,13 @@ class Forwarder:
                 "Alertmanager left alerts out of this notification (max_alerts); their resolves will never arrive",
                 extra={"truncated_alerts": notification.truncated_alerts, "group_key": notification.group_key},
             )
+        found = None
+        if self.heartbeat is not None:
+            found = beats.split(notification.alerts, target.heartbeat_matchers)
+            notification = dataclasses.replace(notification, alerts=found.pages)
         planned = plan(notification, target.rules, self.clock())
+        if planned.held:
+            planned = planned.settle(self._open_keys(target, [e.dedup_key for e in planned.held]))
         events, dropped = planned.events, len(planned.dropped)
         for alert, rule in planned.dropped:
             m.dropped.labels(rule).inc()
@@ -121,16 +164,32 @@ class Forwarder:
         if dedup_by == "group":
             m.grouped.inc(len(notification.alerts) - dropped)
 
-        if self.dry_run or self.client is None:
+        if dry_run or client is None:
             for event in events:
                 m.events.labels(event.action, "dry_run", dedup_by).inc()
                 log.info("dry run: event not sent", extra={"route": target.name, "event": event.body()})
-            return Report(events, [], True, None, dropped)
+            outcome, _ = self._beat(found, target, None)
+            return Report(events, [], True, None, dropped, outcome, len(found.beats) if found else 0)
 
-        deliveries = self.client.send(events, target.integration_key or "", started + self.time_budget, request_id)
+        deadline = started + self.time_budget
+        send_by = deadline if self.ledger is None else deadline - min(LEDGER_SHARE_MAX, LEDGER_SHARE * self.time_budget)
+        integration_key = target.integration_key or ""
+        sending, settled, resume_at = self._pace(client, target, events, integration_key, send_by)
+        deliveries = client.send(sending, integration_key, send_by, request_id) if sending else []
+        resume_at = max(resume_at, client.backpressure.paused_until(traffic.key_id(integration_key)))
+        deliveries += settled
         for d in deliveries:
             e = d.event
             m.events.labels(e.action, d.outcome, dedup_by).inc()
+            if d.outcome == UNCHANGED:
+                log.debug(
+                    "event not sent: Alert24 has it already",
+                    extra={"route": target.name, "dedup_key": e.dedup_key, "action": e.action, "why": d.detail},
+                )
+                continue
+            if d.outcome == DEFERRED:
+                m.deferred.labels(d.detail).inc()
+                continue
             m.request_seconds.labels(d.outcome).observe(d.seconds)
             if d.attempts > 1:
                 m.retries.inc(d.attempts - 1)
@@ -150,21 +209,152 @@ class Forwarder:
                 log.info("event delivered", extra=fields)
             else:
                 log.warning(f"event not delivered: {d.detail}", extra=fields)
-        error = verdict(deliveries)
+        resume_in = resume_at - time.time()
+        error = verdict(deliveries, resume_in)
+        if isinstance(error, DeliveryDeferred):
+            log.warning(
+                error.message,
+                extra={"route": target.name, "deferred": sum(d.outcome == DEFERRED for d in deliveries)},
+            )
+        outcome, detail = self._beat(found, target, send_by)
         if self.ledger is not None:
-            self._record(target, [d.event for d in deliveries if d.outcome == ACCEPTED])
+            unchanged = [d.event for d in deliveries if d.outcome == UNCHANGED and d.event.action == "trigger"]
+            self._record(target, [d.event for d in deliveries if d.outcome == ACCEPTED], deadline, unchanged)
         if deliveries:
             self.last_delivery = {"ok": error is None, "at": time.time()}
             if error is None:
                 m.last_success.set_to_current_time()
-        return Report(events, deliveries, False, error, dropped)
+        answer = beats.verdict(outcome, error, detail)
+        return Report(events, deliveries, False, answer, dropped, outcome, len(found.beats) if found else 0)
 
-    def _record(self, target: Target, accepted: list[Event]) -> None:
-        """Keep the ledger of open incidents; its failure never changes the webhook's answer."""
-        if not accepted:
+    def _beat(self, found: beats.Split | None, target: Target, deadline: float | None) -> tuple[str | None, str]:
+        """Ping for the notification's heartbeat alerts (no deadline: dry run), log and count.
+
+        The outcome and, for a failed ping, why: None when the notification held no heartbeat alert,
+        RESOLVED when it held only resolved ones.
+        """
+        if found is None or not (found.beats or found.stopped):
+            return None, ""
+        m = self.metrics
+        host = self.heartbeat.host
+        if found.stopped:
+            m.heartbeats.labels(beats.RESOLVED).inc()
+        for alert in found.stopped:
+            log.warning(
+                "heartbeat alert resolved: the Watchdog stopped firing upstream, so no ping is sent; "
+                "Alert24's heartbeat monitor raises an incident when pings stay away",
+                extra={
+                    "route": target.name,
+                    "alertname": alert.labels.get("alertname", ""),
+                    "fingerprint": alert.fingerprint,
+                    "heartbeat_host": host,
+                },
+            )
+        if not found.beats:
+            return beats.RESOLVED, ""
+        fields: dict[str, object] = {"route": target.name, "heartbeat_host": host, "heartbeats": len(found.beats)}
+        if deadline is None:
+            m.heartbeats.labels(beats.DRY_RUN).inc()
+            log.info("dry run: heartbeat ping not sent", extra=fields)
+            return beats.DRY_RUN, ""
+        outcome, ping = self.heartbeat.beat(deadline)
+        m.heartbeats.labels(outcome).inc()
+        if ping is not None:
+            fields.update(heartbeat_status=ping.status, latency_ms=round(ping.seconds * 1000, 1))
+        if outcome == beats.SENT:
+            m.last_heartbeat.set_to_current_time()
+            log.info("heartbeat ping sent", extra=fields)
+        elif outcome == beats.COLLAPSED:
+            log.debug("heartbeat ping collapsed into a recent one", extra=fields)
+        else:
+            log.warning(f"heartbeat ping failed: {ping.detail}", extra=fields)
+            return outcome, ping.detail
+        return outcome, ""
+
+    def _open_keys(self, target: Target, dedup_keys: list[str]) -> set[str] | None:
+        """Which incidents the ledger holds open, for resolves a drop rule matched; None when it cannot say."""
+        if self.ledger is None:
+            return None
+        try:
+            return self.ledger.open_keys(target.route, dedup_keys)
+        except LedgerError as exc:
+            self.metrics.ledger_errors.labels("lookup").inc()
+            log.warning(
+                "ledger not read; resolves a drop rule matched are sent in case their incidents are open",
+                extra={"route": target.name, "error": exc.message, "events": len(dedup_keys)},
+            )
+            return None
+
+    def _pace(
+        self, client: Alert24Client, target: Target, events: list[Event], integration_key: str, deadline: float
+    ) -> tuple[list[Event], list[Delivery], float]:
+        """Which events go now, in the order they go (traffic.decide and traffic.ordered); the others as settled
+        deliveries: skipped as unchanged (Alert24 has them) or deferred (backpressure, budget). And the Unix time
+        Alert24 may be called again for the deferred ones (0 when none waits)."""
+        now = time.time()
+        kid = traffic.key_id(integration_key)
+        paused = client.backpressure.paused_until(kid)
+        known = self._known(target, events, deadline) if self.resend_interval > 0 else {}
+        settings = traffic.Settings(self.resend_interval, paused)
+        choices = [traffic.decide(known.get(e.dedup_key), e, now, settings) for e in events]
+        settled = []
+        for event, choice in zip(events, choices, strict=True):
+            if choice.verdict == traffic.SKIP:
+                settled.append(Delivery(event, UNCHANGED, None, 0, 0.0, choice.reason))
+            elif choice.verdict == traffic.DEFER:
+                settled.append(Delivery(event, DEFERRED, None, 0, 0.0, choice.reason))
+        sending = [event for event, _ in traffic.ordered(events, choices)]
+        resume_at = paused if paused > now else 0.0
+        if paused > now:
+            self.metrics.paused_until.labels(target.name, traffic.BACKPRESSURE).set(paused)
+        if sending and self.rate_limit:
+            wanted = len(sending)
+            granted, next_at = self._take(target, kid, wanted, now, deadline)
+            settled += [Delivery(e, DEFERRED, None, 0, 0.0, traffic.BUDGET) for e in sending[granted:]]
+            sending = sending[:granted]
+            if next_at > now:
+                self.metrics.paused_until.labels(target.name, traffic.BUDGET).set(next_at)
+                if granted < wanted:
+                    resume_at = max(resume_at, next_at)
+        return sending, settled, resume_at
+
+    def _known(self, target: Target, events: list[Event], deadline: float) -> dict[str, traffic.Known]:
+        """What the ledger knows of the events' keys; nothing when there is no ledger or it cannot be read, and
+        then every event is sent."""
+        if self.ledger is None or not events:
+            return {}
+        try:
+            by = min(deadline, time.monotonic() + LOOKUP_MAX)
+            return self.ledger.known(target.route, [e.dedup_key for e in events], by)
+        except LedgerError as exc:
+            self.metrics.ledger_errors.labels("lookup").inc()
+            log.warning(
+                "ledger not read; every event is sent, unchanged ones too",
+                extra={"route": target.name, "error": exc.message, "events": len(events)},
+            )
+            return {}
+
+    def _take(self, target: Target, kid: str, wanted: int, now: float, deadline: float) -> tuple[int, float]:
+        """The rate budget's grant: from the ledger's store (shared by every worker and replica on it), else
+        from this process's own."""
+        if self.ledger is not None:
+            try:
+                by = min(deadline, time.monotonic() + LOOKUP_MAX)
+                return self.ledger.take(kid, self.rate_limit, wanted, now, by)
+            except LedgerError as exc:
+                self.metrics.ledger_errors.labels("budget").inc()
+                log.warning(
+                    "ledger not reached for the rate budget; this process keeps its own meanwhile",
+                    extra={"route": target.name, "error": exc.message},
+                )
+        return self.budget.take(kid, self.rate_limit, wanted, now)
+
+    def _record(self, target: Target, accepted: list[Event], deadline: float, unchanged: list[Event] = ()) -> None:
+        """Keep the ledger of open incidents, by the deadline; its failure never changes the webhook's answer."""
+        if not accepted and not unchanged:
             return
         try:
-            self.ledger.record(target.route, accepted, time.time())
+            self.ledger.record(target.route, accepted, time.time(), deadline, unchanged)
         except LedgerError as exc:
             self.metrics.ledger_errors.labels("record").inc()
             self.ledger_status = {"ok": False, "error": exc.message, "at": time.time()}

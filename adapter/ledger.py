@@ -10,25 +10,34 @@ import contextlib
 import dataclasses
 import fcntl
 import logging
+import math
 import os
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .errors import LedgerError
 from .mapping import Event
+from .traffic import Known, grant
 
 if TYPE_CHECKING:
     import sqlite3
 
 log = logging.getLogger("alert24_adapter.ledger")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # After a failure to reach the store, the hot path skips it this long instead of waiting on it again.
+# Contention (a lock another process holds) is no failure: it is waited for, up to the caller's deadline.
 BACKOFF_SECONDS = 10.0
 TIMEOUT_SECONDS = 2.0
+# Between two tries of a transaction that found the store locked: the first pause, doubled up to the last.
+RETRY_PAUSE, RETRY_PAUSE_MAX = 0.001, 0.02
+# Client-side TCP bounds for PostgreSQL: unacknowledged data (tcp_user_timeout) and a silent peer (keepalives)
+# end the connection, so a half-open one never holds the ledger's lock for long.
+TCP_USER_TIMEOUT_MS = 3000
+KEEPALIVES_IDLE, KEEPALIVES_INTERVAL, KEEPALIVES_COUNT = 5, 1, 3
 
 # Each migration takes the schema from its index to the next version; a later change appends one.
 MIGRATIONS = (
@@ -46,7 +55,27 @@ MIGRATIONS = (
             PRIMARY KEY (route, dedup_key)
         )""",
     ),
+    # 2: the last event Alert24 accepted for each key (to skip unchanged resends), and the rate budget's sends.
+    (
+        """CREATE TABLE IF NOT EXISTS alert24_adapter_accepted (
+            route TEXT NOT NULL,
+            dedup_key TEXT NOT NULL,
+            action TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            accepted_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (route, dedup_key)
+        )""",
+        "CREATE INDEX IF NOT EXISTS alert24_adapter_accepted_at ON alert24_adapter_accepted (accepted_at)",
+        """CREATE TABLE IF NOT EXISTS alert24_adapter_budget (
+            key_id TEXT NOT NULL,
+            sent_at DOUBLE PRECISION NOT NULL,
+            events INTEGER NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS alert24_adapter_budget_key ON alert24_adapter_budget (key_id, sent_at)",
+    ),
 )
+# How long the record of an accepted event is kept (the app sets RESEND_INTERVAL's), and how often old ones go.
+ACCEPTED_RETENTION, PRUNE_EVERY = 86400.0, 60.0
 
 
 # The columns of an Entry, in its fields' order.
@@ -102,6 +131,8 @@ class Ledger:
     def __init__(self) -> None:
         self._down_until = 0.0
         self._lock = threading.Lock()
+        self.accepted_retention = ACCEPTED_RETENTION
+        self._pruned = 0.0
 
     # -- what the stores provide ------------------------------------------------------------------
 
@@ -122,86 +153,200 @@ class Ledger:
 
     def setup(self) -> None:
         """Create the schema, or migrate it to this version; refuse a schema newer than this code knows."""
-        with self._transaction() as cur:
-            cur.execute("CREATE TABLE IF NOT EXISTS alert24_adapter_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            cur.execute(self._sql("SELECT value FROM alert24_adapter_meta WHERE name = ?"), ("schema_version",))
-            row = cur.fetchone()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise LedgerError(
-                    f"the ledger's schema is version {version}, newer than this adapter's {SCHEMA_VERSION}"
+        if self._run(self._migrate):
+            log.info("ledger schema ready", extra={"ledger": self.display, "schema_version": SCHEMA_VERSION})
+
+    def _migrate(self, cur) -> bool:
+        """The schema brought to this version (True when it changed), in the setup's transaction."""
+        cur.execute("CREATE TABLE IF NOT EXISTS alert24_adapter_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        cur.execute(self._sql("SELECT value FROM alert24_adapter_meta WHERE name = ?"), ("schema_version",))
+        row = cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise LedgerError(f"the ledger's schema is version {version}, newer than this adapter's {SCHEMA_VERSION}")
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                cur.execute(statement)
+        if version == SCHEMA_VERSION:
+            return False
+        cur.execute(
+            self._sql(
+                "INSERT INTO alert24_adapter_meta (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+            ),
+            ("schema_version", str(SCHEMA_VERSION)),
+        )
+        return True
+
+    def record(
+        self,
+        route: str,
+        events: Sequence[Event],
+        now: float,
+        deadline: float | None = None,
+        unchanged: Sequence[Event] = (),
+    ) -> None:
+        """After Alert24 accepted them: a trigger opens or refreshes its incident, a resolve closes it, and each
+        is noted as the last event Alert24 accepted for its key. `unchanged` triggers, skipped because Alert24
+        has them already, refresh their incidents only. One transaction for all of them, given up at the
+        deadline (time.monotonic) when the store is locked."""
+        if not events and not unchanged:
+            return
+        prune = now - self._pruned >= PRUNE_EVERY
+
+        def work(cur) -> None:
+            if prune:
+                cur.execute(
+                    self._sql("DELETE FROM alert24_adapter_accepted WHERE accepted_at < ?"),
+                    (now - self.accepted_retention,),
                 )
-            for statements in MIGRATIONS[version:]:
-                for statement in statements:
-                    cur.execute(statement)
-            if version < SCHEMA_VERSION:
+            for event in events:
                 cur.execute(
                     self._sql(
-                        "INSERT INTO alert24_adapter_meta (name, value) VALUES (?, ?) "
-                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+                        "INSERT INTO alert24_adapter_accepted (route, dedup_key, action, severity, accepted_at) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (route, dedup_key) DO UPDATE SET "
+                        "action = excluded.action, severity = excluded.severity, accepted_at = excluded.accepted_at"
                     ),
-                    ("schema_version", str(SCHEMA_VERSION)),
+                    (route, event.dedup_key, event.action, event.severity, now),
                 )
-                log.info("ledger schema ready", extra={"ledger": self.display, "schema_version": SCHEMA_VERSION})
-
-    def record(self, route: str, events: Sequence[Event], now: float) -> None:
-        """After Alert24 accepted them: a trigger opens or refreshes its incident, a resolve closes it. One
-        transaction for all of them."""
-        if not events:
-            return
-        with self._transaction() as cur:
-            for event in events:
+            for event in (*events, *unchanged):
                 if event.action == "resolve":
                     cur.execute(
                         self._sql("DELETE FROM alert24_adapter_incidents WHERE route = ? AND dedup_key = ?"),
                         (route, event.dedup_key),
                     )
                     continue
-                fingerprints = merged((), event.members)
-                if event.members != ((event.dedup_key, "firing"),):
-                    # An incident of several alerts keeps members whose resolve never came.
-                    cur.execute(
-                        self._sql(self._select_members),
-                        (route, event.dedup_key),
-                    )
-                    row = cur.fetchone()
-                    fingerprints = merged(tuple(row[0].split()) if row else (), event.members)
+                row = (
+                    route,
+                    event.dedup_key,
+                    " ".join(merged((), event.members)),
+                    event.alertname,
+                    event.payload.get("summary", ""),
+                    event.severity,
+                    now,
+                    now,
+                )
+                if event.members == ((event.dedup_key, "firing"),):
+                    cur.execute(self._sql(self._upsert), row)
+                    continue
+                # An incident of several alerts keeps members whose resolve never came. A concurrent trigger
+                # may be creating the row, and a missing row cannot be locked: insert it if missing, then
+                # lock it and merge.
+                cur.execute(self._sql(self._insert_if_missing), row)
+                if cur.rowcount == 1:
+                    continue
+                cur.execute(self._sql(self._select_members), (route, event.dedup_key))
+                found = cur.fetchone()
+                fingerprints = merged(tuple(found[0].split()) if found else (), event.members)
                 cur.execute(
                     self._sql(
-                        "INSERT INTO alert24_adapter_incidents (route, dedup_key, fingerprints, alertname, summary, "
-                        "severity, first_seen, last_seen, absent_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) "
-                        "ON CONFLICT (route, dedup_key) DO UPDATE SET fingerprints = excluded.fingerprints, "
-                        "alertname = excluded.alertname, summary = excluded.summary, severity = excluded.severity, "
-                        "last_seen = excluded.last_seen, absent_since = NULL"
+                        "UPDATE alert24_adapter_incidents SET fingerprints = ?, alertname = ?, summary = ?, "
+                        "severity = ?, last_seen = ?, absent_since = NULL WHERE route = ? AND dedup_key = ?"
                     ),
-                    (
-                        route,
-                        event.dedup_key,
-                        " ".join(fingerprints),
-                        event.alertname,
-                        event.payload.get("summary", ""),
-                        event.severity,
-                        now,
-                        now,
-                    ),
+                    (" ".join(fingerprints), *row[3:6], now, route, event.dedup_key),
                 )
+
+        self._run(work, deadline=deadline)
+        if prune:
+            self._pruned = now
+
+    def known(self, route: str, dedup_keys: Sequence[str], deadline: float | None = None) -> dict[str, Known]:
+        """What the ledger knows of these dedup_keys on the route: open incidents and the last accepted events."""
+        opened: dict[str, tuple[float, str]] = {}
+        accepted: dict[str, tuple[str, str, float]] = {}
+
+        def work(cur) -> None:
+            for i in range(0, len(dedup_keys), 500):  # under every store's limit of bound parameters
+                chunk = dedup_keys[i : i + 500]
+                marks = ", ".join("?" * len(chunk))
+                cur.execute(
+                    self._sql(
+                        "SELECT dedup_key, first_seen, severity FROM alert24_adapter_incidents "  # noqa: S608 - placeholders only
+                        f"WHERE route = ? AND dedup_key IN ({marks})"
+                    ),
+                    (route, *chunk),
+                )
+                opened.update((row[0], (row[1], row[2])) for row in cur.fetchall())
+                cur.execute(
+                    self._sql(
+                        "SELECT dedup_key, action, severity, accepted_at FROM alert24_adapter_accepted "  # noqa: S608 - placeholders only
+                        f"WHERE route = ? AND dedup_key IN ({marks})"
+                    ),
+                    (route, *chunk),
+                )
+                accepted.update((row[0], (row[1], row[2], row[3])) for row in cur.fetchall())
+
+        self._run(work, write=False, deadline=deadline)
+        out = {}
+        for key in opened.keys() | accepted.keys():
+            since, severity = opened.get(key, (None, ""))
+            action, accepted_severity, at = accepted.get(key, ("", "", None))
+            out[key] = Known(since, severity, action, at, accepted_severity)
+        return out
+
+    def take(
+        self, key_id: str, limit: int, wanted: int, now: float, deadline: float | None = None
+    ) -> tuple[int, float]:
+        """The rate budget, shared by every process on this store: how many of `wanted` events for the
+        integration key (by its key_id) may go now without more than `limit` in any 60 s, spent at once; and the
+        Unix time the next one could go."""
+
+        def work(cur) -> tuple[int, float]:
+            self._lock_budget(cur, key_id)
+            cur.execute(
+                self._sql("DELETE FROM alert24_adapter_budget WHERE key_id = ? AND sent_at <= ?"), (key_id, now - 60)
+            )
+            cur.execute(self._sql("SELECT sent_at, events FROM alert24_adapter_budget WHERE key_id = ?"), (key_id,))
+            granted, next_at = grant([(row[0], row[1]) for row in cur.fetchall()], now, limit, wanted)
+            if granted:
+                cur.execute(
+                    self._sql("INSERT INTO alert24_adapter_budget (key_id, sent_at, events) VALUES (?, ?, ?)"),
+                    (key_id, now, granted),
+                )
+            return granted, next_at
+
+        return self._run(work, deadline=deadline)
+
+    def _lock_budget(self, cur, key_id: str) -> None:
+        """Serialise budget takes for one key across the store's writers (SQLite's write lock already does)."""
 
     def entries(self) -> list[Entry]:
         """Every open incident, oldest first."""
-        with self._transaction() as cur:
+
+        def work(cur) -> list:
             cur.execute(f"SELECT {_COLUMNS} FROM alert24_adapter_incidents ORDER BY first_seen, route, dedup_key")  # noqa: S608 - constant
-            rows = cur.fetchall()
-        return [Entry.of(r) for r in rows]
+            return cur.fetchall()
+
+        return [Entry.of(r) for r in self._run(work, write=False)]
+
+    def open_keys(self, route: str, dedup_keys: Sequence[str]) -> set[str]:
+        """Which of these dedup_keys have an open incident on the route."""
+        found: set[str] = set()
+
+        def work(cur) -> None:
+            for i in range(0, len(dedup_keys), 500):  # under every store's limit of bound parameters
+                chunk = dedup_keys[i : i + 500]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT dedup_key FROM alert24_adapter_incidents WHERE route = ? AND dedup_key IN ({marks})"  # noqa: S608 - placeholders only
+                cur.execute(self._sql(sql), (route, *chunk))
+                found.update(row[0] for row in cur.fetchall())
+
+        self._run(work, write=False)
+        return found
 
     def counts(self) -> dict[str, int]:
         """Open incidents by route."""
-        with self._transaction() as cur:
+
+        def work(cur) -> list:
             cur.execute("SELECT route, COUNT(*) FROM alert24_adapter_incidents GROUP BY route")
-            return {route: int(n) for route, n in cur.fetchall()}
+            return cur.fetchall()
+
+        return {route: int(n) for route, n in self._run(work, write=False)}
 
     def note_absence(self, absent: Sequence[tuple[str, str]], present: Sequence[tuple[str, str]], now: float) -> None:
         """Start the grace period of incidents seen absent for the first time; end it for those seen again."""
-        with self._transaction() as cur:
+
+        def work(cur) -> None:
             for route, key in absent:
                 cur.execute(
                     self._sql(
@@ -218,14 +363,22 @@ class Ledger:
                     (route, key),
                 )
 
+        self._run(work)
+
     def forget_absence(self) -> None:
         """After a pass that could not ask every Alertmanager: absence must be seen anew, for a whole grace."""
-        with self._transaction() as cur:
-            cur.execute("UPDATE alert24_adapter_incidents SET absent_since = NULL WHERE absent_since IS NOT NULL")
+        self._run(
+            lambda cur: cur.execute(
+                "UPDATE alert24_adapter_incidents SET absent_since = NULL WHERE absent_since IS NOT NULL"
+            )
+        )
 
-    def remove(self, entries: Sequence[Entry]) -> None:
-        """Close incidents the reconciler resolved, unless a webhook refreshed them meanwhile."""
-        with self._transaction() as cur:
+    def remove(self, entries: Sequence[Entry]) -> list[Entry]:
+        """Close incidents the reconciler resolved, unless a webhook refreshed them meanwhile: those are
+        kept, and returned as they are now (their alert fires again)."""
+
+        def work(cur) -> list[Entry]:
+            refreshed = []
             for entry in entries:
                 cur.execute(
                     self._sql(
@@ -233,32 +386,84 @@ class Ledger:
                     ),
                     (entry.route, entry.dedup_key, entry.last_seen),
                 )
+                if cur.rowcount == 0:
+                    cur.execute(self._sql(self._select_entry), entry.key)
+                    row = cur.fetchone()
+                    if row is not None:
+                        refreshed.append(Entry.of(row))
+            return refreshed
+
+        return self._run(work)
 
     def expire(self, before: float) -> list[Entry]:
         """Drop, and return, the incidents last seen before the given time."""
-        with self._transaction() as cur:
+
+        def work(cur) -> list:
             cur.execute(self._sql(f"SELECT {_COLUMNS} FROM alert24_adapter_incidents WHERE last_seen < ?"), (before,))  # noqa: S608 - constant
             rows = cur.fetchall()
             cur.execute(self._sql("DELETE FROM alert24_adapter_incidents WHERE last_seen < ?"), (before,))
-        return [Entry.of(r) for r in rows]
+            return rows
+
+        return [Entry.of(r) for r in self._run(work)]
 
     # -- plumbing ---------------------------------------------------------------------------------
 
     _select_members = "SELECT fingerprints FROM alert24_adapter_incidents WHERE route = ? AND dedup_key = ?"
+    _select_entry = f"SELECT {_COLUMNS} FROM alert24_adapter_incidents WHERE route = ? AND dedup_key = ?"  # noqa: S608 - constant
+    _insert = (
+        "INSERT INTO alert24_adapter_incidents (route, dedup_key, fingerprints, alertname, summary, "
+        "severity, first_seen, last_seen, absent_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL) "
+    )
+    _upsert = _insert + (
+        "ON CONFLICT (route, dedup_key) DO UPDATE SET fingerprints = excluded.fingerprints, "
+        "alertname = excluded.alertname, summary = excluded.summary, severity = excluded.severity, "
+        "last_seen = excluded.last_seen, absent_since = NULL"
+    )
+    _insert_if_missing = _insert + "ON CONFLICT (route, dedup_key) DO NOTHING"
 
     def _sql(self, text: str) -> str:
         return text if self.param == "?" else text.replace("?", self.param)
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator:
-        if time.monotonic() < self._down_until:
+    def _contended(self, exc: BaseException) -> bool:  # pragma: no cover - each store has its own
+        """Whether the error is another writer holding a lock (waited for), not the store failing."""
+        raise NotImplementedError
+
+    def _transaction(self, work: Callable, write: bool, deadline: float):
+        """work(cursor) in one transaction of the store, its result returned."""
+        with self._connection(write, deadline) as cur:
+            return work(cur)
+
+    def _run(self, work: Callable, write: bool = True, deadline: float | None = None):
+        """work(cursor) in one transaction (a read takes no write lock), its result returned.
+
+        A store locked by another writer is waited for and tried again until the deadline (time.monotonic;
+        at most TIMEOUT_SECONDS from now), then this call alone fails. Any other error is an outage: the
+        store is left alone for BACKOFF_SECONDS.
+        """
+        now = time.monotonic()
+        if now < self._down_until:
             raise LedgerError(f"the ledger ({self.display}) failed moments ago; not retried yet")
+        deadline = min(now + TIMEOUT_SECONDS, math.inf if deadline is None else deadline)
+        if not self._lock.acquire(timeout=max(deadline - now, 0.0)):
+            raise LedgerError(f"the ledger ({self.display}) is busy: this process's other ledger work took the time")
+        pause = RETRY_PAUSE
         try:
-            with self._lock, self._connection() as cur:
-                yield cur
-        except self._errors() as exc:
-            self._down_until = time.monotonic() + BACKOFF_SECONDS
-            raise LedgerError(f"the ledger ({self.display}) failed: {_describe(exc)}") from None
+            while True:
+                try:
+                    return self._transaction(work, write, deadline)
+                except self._errors() as exc:
+                    if not self._contended(exc):
+                        self._down_until = time.monotonic() + BACKOFF_SECONDS
+                        raise LedgerError(f"the ledger ({self.display}) failed: {_describe(exc)}") from None
+                    if time.monotonic() + pause >= deadline:
+                        raise LedgerError(
+                            f"the ledger ({self.display}) is busy, held by another writer: {_describe(exc)}"
+                        ) from None
+                # Patched by gevent, this sleep lets the worker's other greenlets run meanwhile.
+                time.sleep(pause)
+                pause = min(pause * 2, RETRY_PAUSE_MAX)
+        finally:
+            self._lock.release()
 
 
 class SqliteLedger(Ledger):
@@ -277,17 +482,31 @@ class SqliteLedger(Ledger):
 
         return (sqlite3.Error, OSError)
 
+    def _contended(self, exc: BaseException) -> bool:
+        import sqlite3
+
+        if not isinstance(exc, sqlite3.OperationalError):
+            return False
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return "locked" in str(exc)
+
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[sqlite3.Cursor]:
+    def _connection(self, write: bool = True, deadline: float | None = None) -> Iterator[sqlite3.Cursor]:
         conn = self._connect()
         cur = conn.cursor()
+        if not write:
+            # WAL: a reader sees the last commit and never waits for, nor blocks, a writer.
+            yield cur
+            return
         cur.execute("BEGIN IMMEDIATE")
         try:
             yield cur
+            conn.commit()
         except BaseException:
             conn.rollback()
             raise
-        conn.commit()
 
     def _connect(self) -> sqlite3.Connection:
         # Imported here, like psycopg: a service without a ledger does not load the driver.
@@ -296,7 +515,9 @@ class SqliteLedger(Ledger):
         # A connection must not cross a fork: each worker process opens its own.
         if self._conn is None or self._pid != os.getpid():
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False)
+            # No busy timeout: sqlite3 would wait for a lock asleep inside C, and under gevent that stops every
+            # greenlet of the worker. A locked store answers at once, and _run waits with a sleep gevent patches.
+            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             # WAL with synchronous=NORMAL survives a crash of the process; a power cut may lose the last commits.
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -352,6 +573,16 @@ class PostgresLedger(Ledger):
 
         return (psycopg.Error, OSError)
 
+    def _lock_budget(self, cur, key_id: str) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(f"alert24-adapter budget {key_id}".encode()),))
+
+    def _contended(self, exc: BaseException) -> bool:
+        from psycopg import errors
+
+        return isinstance(
+            exc, (errors.LockNotAvailable, errors.QueryCanceled, errors.SerializationFailure, errors.DeadlockDetected)
+        )
+
     def _connect(self, autocommit: bool = False):
         import psycopg
 
@@ -362,16 +593,39 @@ class PostgresLedger(Ledger):
             connect_timeout=int(TIMEOUT_SECONDS),
             options=f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}",
             application_name="alert24-adapter",
+            tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+            keepalives=1,
+            keepalives_idle=KEEPALIVES_IDLE,
+            keepalives_interval=KEEPALIVES_INTERVAL,
+            keepalives_count=KEEPALIVES_COUNT,
         )
 
+    def _transaction(self, work: Callable, write: bool, deadline: float):
+        import psycopg
+
+        reused = self._conn is not None and not self._conn.closed and self._pid == os.getpid()
+        try:
+            return super()._transaction(work, write, deadline)
+        except psycopg.OperationalError:
+            # A kept connection that broke while idle (a server restart, a failover, an idle timeout):
+            # the write is tried once more, on a new connection, before it counts as an outage.
+            if not reused or self._conn is not None:
+                raise
+            return super()._transaction(work, write, deadline)
+
     @contextlib.contextmanager
-    def _connection(self):
+    def _connection(self, write: bool = True, deadline: float | None = None):
         # A connection must not cross a fork: each worker process opens its own.
         if self._conn is None or self._conn.closed or self._pid != os.getpid():
             self._conn, self._pid = self._connect(), os.getpid()
         conn = self._conn
         try:
             with conn.transaction(), conn.cursor() as cur:
+                wait = int(((deadline or math.inf) - time.monotonic()) * 1000)
+                if wait < TIMEOUT_SECONDS * 1000:
+                    # Less time left than the session's timeouts: the server gives up at the deadline too.
+                    ms = max(wait, 1)
+                    cur.execute(f"SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms}")
                 yield cur
         except BaseException:
             if conn.broken:
@@ -414,6 +668,23 @@ def open_ledger(url: str, display: str | None = None) -> Ledger:
     if parts.scheme == "sqlite":
         return SqliteLedger(parts.path)
     return PostgresLedger(url, display or url)
+
+
+def unwritable(url: str) -> str | None:
+    """Why a SQLite ledger's file cannot be written (its directory created if missing), or None when it can;
+    None for PostgreSQL, whose trouble shows when it is used."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return None
+    directory = os.path.dirname(parts.path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        return f"{directory}: {exc.strerror}"
+    for path in (directory, parts.path):
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            return f"{path}: permission denied"
+    return None
 
 
 def _describe(exc: BaseException) -> str:

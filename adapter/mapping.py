@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Collection
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -74,35 +75,56 @@ class Event:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """The events for one notification, and the alerts that drop rules kept back (with the rule's name)."""
+    """The events for one notification, and the alerts that drop rules kept back (with the rule's name).
+
+    `held` are the resolves of alerts a drop rule matches: a rule may stop pages, never the resolve of an
+    incident opened before it applied (it was added, or its time window began). settle() decides them.
+    """
 
     events: list[Event]
     dropped: list[tuple[Alert, str]]
+    held: list[Event] = dataclasses.field(default_factory=list)
+
+    def settle(self, open_keys: Collection[str] | None) -> Plan:
+        """The plan with its held resolves decided: each goes out if `open_keys` (the dedup_keys the ledger
+        holds open on the route) names it, or whenever that is unknown (None: no ledger, or it could not be
+        read), since resolving an incident that was never opened is harmless."""
+        if not self.held:
+            return self
+        sent = [e for e in self.held if open_keys is None or e.dedup_key in open_keys]
+        released = {fingerprint for e in sent for fingerprint, _ in e.members}
+        dropped = [(a, rule) for a, rule in self.dropped if a.fingerprint not in released]
+        return Plan(self.events + sent, dropped)
 
 
 def plan(notification: Notification, rules: EventRules, now: datetime) -> Plan:
     """Turn one notification into its Alert24 events: one per alert, or one per group in group mode.
 
-    Urgency rules are evaluated at `now`.
+    Urgency rules are evaluated at `now`. A group's event fires while any alert it keeps fires, and
+    resolves once none does.
     """
     kept: list[tuple[Alert, Decision]] = []
     dropped: list[tuple[Alert, str]] = []
+    held: list[tuple[Alert, Decision]] = []
     for alert in notification.alerts:
         decision = decision_for(alert.labels, rules, now)
-        if decision.dropped_by:
-            dropped.append((alert, decision.dropped_by))
-        else:
+        if not decision.dropped_by:
             kept.append((alert, decision))
+            continue
+        dropped.append((alert, decision.dropped_by))
+        if alert.status == "resolved":
+            held.append((alert, Decision(*severity_for(alert.labels, rules), dropped_by=decision.dropped_by)))
     if rules.dedup_by == "group":
-        events = [_group_event(notification, kept)] if kept else []
-    else:
-        events = [_alert_event(alert, notification, decision) for alert, decision in kept]
-    return Plan(events, dropped)
+        if kept:
+            return Plan([_group_event(notification, kept)], dropped)
+        return Plan([], dropped, [_held(_group_event(notification, held), held)] if held else [])
+    events = [_alert_event(alert, notification, decision) for alert, decision in kept]
+    return Plan(events, dropped, [_held(_alert_event(a, notification, d), [(a, d)]) for a, d in held])
 
 
 def map_notification(notification: Notification, rules: EventRules, now: datetime | None = None) -> list[Event]:
-    """The events of plan(), evaluated now unless a time is given."""
-    return plan(notification, rules, now or datetime.now(timezone.utc)).events
+    """The events of plan(), evaluated now unless a time is given, with every held resolve sent."""
+    return plan(notification, rules, now or datetime.now(timezone.utc)).settle(None).events
 
 
 def decision_for(labels: dict[str, str], rules: EventRules, now: datetime) -> Decision:
@@ -189,7 +211,9 @@ def _group_event(notification: Notification, kept: list[tuple[Alert, Decision]])
     group = notification.group_labels
     name = group.get("alertname") or deciding[0].labels.get("alertname", "")
     others = ", ".join(f"{k}={v}" for k, v in sorted(group.items()) if k != "alertname")
-    head = f"[{notification.status.upper()}:{len(firing)}] {name or 'alert group'}"
+    # Alertmanager's own title, but over the alerts kept: its top-level status counts dropped ones too.
+    state = f"FIRING:{len(firing)}" if firing else "RESOLVED"
+    head = f"[{state}] {name or 'alert group'}"
     summary = f"{head} ({others})" if others else head
     details: dict[str, Any] = {
         "groupKey": notification.group_key,
@@ -211,7 +235,7 @@ def _group_event(notification: Notification, kept: list[tuple[Alert, Decision]])
         payload["timestamp"] = starts[0]
     return Event(
         dedup_key=f"group-{digest}",
-        action="resolve" if notification.status == "resolved" else "trigger",
+        action="trigger" if firing else "resolve",
         payload=payload,
         links=_valid_links([(_silence_url(notification.external_url, group), "Silence")]),
         why={
@@ -221,6 +245,13 @@ def _group_event(notification: Notification, kept: list[tuple[Alert, Decision]])
         members=tuple((a.fingerprint, a.status) for a, _ in kept),
         alertname=truncate(name, MAX_ALERTNAME),
     )
+
+
+def _held(event: Event, alerts: list[tuple[Alert, Decision]]) -> Event:
+    """A resolve held under a drop rule, its why saying so."""
+    rules = ", ".join(sorted({repr(d.dropped_by) for _, d in alerts}))
+    why = f"drop rule {rules} stops pages, not resolves: sent unless the ledger knows the incident was never opened"
+    return dataclasses.replace(event, why={**event.why, "held": why})
 
 
 def reconciled_resolve(
@@ -251,6 +282,36 @@ def reconciled_resolve(
         links=[],
         why={"dedup": "the incident's dedup_key in the ledger", "severity": "the severity it was triggered with"},
         members=tuple((fp, "resolved") for fp in fingerprints),
+    )
+
+
+def reopening_trigger(
+    dedup_key: str, severity: str, summary: str, fingerprints: tuple[str, ...], alertname: str, now: datetime
+) -> Event:
+    """The trigger the reconciler sends when an incident it just resolved fired again meanwhile."""
+    reason = (
+        "Re-opened by alert24-adapter: the alert fired again while the adapter was resolving this incident "
+        "as stale, so the resolve it had just sent is undone."
+    )
+    return Event(
+        dedup_key=dedup_key,
+        action="trigger",
+        payload={
+            "summary": truncate(summary or dedup_key, MAX_SUMMARY),
+            "severity": severity if severity in SEVERITIES else "warning",
+            "source": "alert24-adapter",
+            "timestamp": now.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "custom_details": {
+                "reconciled": True,
+                "reopened": True,
+                "reason": reason,
+                "fingerprints": list(fingerprints),
+            },
+        },
+        links=[],
+        why={"dedup": "the incident's dedup_key in the ledger", "severity": "the severity it was triggered with"},
+        members=tuple((fp, "firing") for fp in fingerprints),
+        alertname=alertname,
     )
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -13,7 +14,7 @@ from .version import __version__
 
 PREFIX = "alert24_adapter"
 # Families computed at scrape time (from the ledger), in no registry.
-SCRAPE_TIME_FAMILIES = (f"{PREFIX}_open_incidents",)
+SCRAPE_TIME_FAMILIES = (f"{PREFIX}_open_incidents", f"{PREFIX}_alert24_wait_seconds")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -37,7 +38,8 @@ class Metrics:
         self.alerts = Counter(f"{PREFIX}_alerts_received_total", "Alerts received, by status.", ["status"], registry=r)
         self.events = Counter(
             f"{PREFIX}_events_total",
-            "Alert24 events, by action, result (accepted, rejected, failed, dry_run, dropped) and dedup mode.",
+            "Alert24 events, by action, result (accepted, rejected, failed, dry_run, dropped; unchanged: not sent "
+            "again, Alert24 has it; deferred: not sent now, see deferred_events_total) and dedup mode.",
             ["action", "result", "dedup_by"],
             registry=r,
         )
@@ -53,6 +55,13 @@ class Metrics:
             f"{PREFIX}_dropped_alerts_total",
             "Alerts deliberately not forwarded by a drop rule, by rule.",
             ["rule"],
+            registry=r,
+        )
+        self.oversized = Counter(
+            f"{PREFIX}_oversized_webhooks_total",
+            "Webhooks refused (413) with a body over MAX_BODY_BYTES, by route: their group never pages, and "
+            "Alertmanager sends it again at every group_interval.",
+            ["route"],
             registry=r,
         )
         self.request_seconds = Histogram(
@@ -94,8 +103,8 @@ class Metrics:
         self.build.labels(__version__, platform.python_version()).set(1)
         self.ledger_errors = Counter(
             f"{PREFIX}_ledger_errors_total",
-            "Failures to use the ledger of open incidents, by operation (record, reconcile, expire, lock, count, "
-            "setup); paging goes on without it.",
+            "Failures to use the ledger of open incidents, by operation (record, lookup, reconcile, expire, lock, "
+            "count, setup); paging goes on without it.",
             ["operation"],
             registry=r,
         )
@@ -122,6 +131,34 @@ class Metrics:
             multiprocess_mode="max",
             registry=r,
         )
+        self.heartbeats = Counter(
+            f"{PREFIX}_heartbeats_total",
+            "Webhooks with heartbeat (Watchdog) alerts, by outcome (sent, collapsed into a recent ping, failed, "
+            "dry_run, resolved: the Watchdog stopped).",
+            ["outcome"],
+            registry=r,
+        )
+        self.last_heartbeat = Gauge(
+            f"{PREFIX}_last_successful_heartbeat_timestamp_seconds",
+            "Unix time of the last heartbeat ping the heartbeat URL accepted.",
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.deferred = Counter(
+            f"{PREFIX}_deferred_events_total",
+            "Events not sent for now, by reason (backpressure: Alert24 answered 429 or kept failing; budget: "
+            "ALERT24_RATE_LIMIT spent); the webhook is answered 503 and Alertmanager sends them again.",
+            ["reason"],
+            registry=r,
+        )
+        self.paused_until = Gauge(
+            f"{PREFIX}_alert24_paused_until_timestamp_seconds",
+            "Unix time before which the adapter does not call Alert24 for a route's integration key, by reason "
+            "(backpressure, budget); alert24_wait_seconds is the time left.",
+            ["route", "reason"],
+            multiprocess_mode="max",
+            registry=r,
+        )
         self.open_incidents = None
 
     def count_open_incidents(self, counts) -> None:
@@ -144,7 +181,45 @@ class Metrics:
         data = generate_latest(registry)
         if self.open_incidents is not None:
             data += generate_latest(_OpenIncidents(self))
+        data += generate_latest(_Wait(registry))
         return data, CONTENT_TYPE_LATEST
+
+
+def process_metrics() -> Metrics:
+    """Metrics for a command run beside the service (`alert24-adapter reconcile` under `kubectl exec`): kept
+    in this process's own registry, never written into the service's PROMETHEUS_MULTIPROC_DIR, whose files
+    every scrape of the service adds up."""
+    # prometheus_client picks file-backed values at import when that variable is set; this process
+    # shares no files with anyone, so it counts in memory.
+    if getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MutexValue
+    return Metrics()
+
+
+class _Wait:
+    """Seconds until Alert24 may be called again, by route: from the paused-until gauges at scrape time, so that
+    the value counts down between the moments a worker sets it."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+
+    def collect(self):
+        family = GaugeMetricFamily(
+            SCRAPE_TIME_FAMILIES[1],
+            "Seconds until the adapter calls Alert24 again for a route's integration key (0: it does now).",
+            labels=["route"],
+        )
+        now = time.time()
+        wait: dict[str, float] = {}
+        for metric in self.registry.collect():
+            if metric.name != f"{PREFIX}_alert24_paused_until_timestamp_seconds":
+                continue
+            for sample in metric.samples:
+                route = sample.labels.get("route", "")
+                wait[route] = max(wait.get(route, 0.0), sample.value - now, 0.0)
+        for route, seconds in sorted(wait.items()):
+            family.add_metric([route], seconds)
+        yield family
 
 
 class _OpenIncidents:

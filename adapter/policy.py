@@ -64,6 +64,35 @@ class Matcher:
         return f'{self.name}{self.op}"{escaped}"'
 
 
+def parse_matchers(text: str) -> tuple[Matcher, ...]:
+    """Matchers from one string as Alertmanager and amtool write them: `a="x",b=~"y|z"`, braces optional.
+
+    Commas inside quoted values do not split. Raises PolicyError naming the first bad matcher.
+    """
+    text = text.strip()
+    if text.startswith("{") and text.endswith("}"):
+        text = text[1:-1]
+    parts, current, quote, escaped = [], [], "", False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quote and char == "\\":
+            escaped = True
+        elif quote and char == quote:
+            quote = ""
+        elif not quote and char in "\"'":
+            quote = char
+        elif not quote and char == ",":
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    if quote:
+        raise PolicyError(f"{text!r}: a quoted value is not closed")
+    return tuple(Matcher.parse(part) for part in parts if part.strip())
+
+
 @dataclasses.dataclass(frozen=True)
 class TimeWindow:
     """Times of day and weekdays in a time zone, in the style of Alertmanager's time_intervals.

@@ -24,7 +24,7 @@ from .config import Config
 from .errors import AlertmanagerUnavailable, LedgerError
 from .forwarder import Target
 from .ledger import Entry, Ledger
-from .mapping import reconciled_resolve
+from .mapping import reconciled_resolve, reopening_trigger
 from .metrics import Metrics
 from .version import __version__
 
@@ -207,9 +207,14 @@ class Reconciler:
         if dry_run:
             report.outcome = RESOLVED if verdict.resolve else NOTHING_TO_DO
             return report
+        to_resolve = verdict.resolve
         try:
             if verdict.newly_absent or verdict.back:
                 self.ledger.note_absence([e.key for e in verdict.newly_absent], [e.key for e in verdict.back], now)
+            if to_resolve:
+                # A webhook may have refreshed (or resolved) an entry since the pass read it: that one is left be.
+                current = {e.key: e.last_seen for e in self.ledger.entries()}
+                to_resolve = [e for e in to_resolve if current.get(e.key) == e.last_seen]
         except LedgerError as exc:
             return self._skipped(exc.message, "reconcile", forget=False, dry_run=False)
         for entry in verdict.newly_absent:
@@ -217,8 +222,8 @@ class Reconciler:
                 "reconciler: no Alertmanager reports this incident's alerts; it is resolved if they stay away",
                 extra={**_fields(entry), "grace_seconds": config.reconcile_grace},
             )
-        if verdict.resolve:
-            report = self._resolve(report, verdict.resolve, now, config.time_budget, request_id)
+        if to_resolve:
+            report = self._resolve(report, to_resolve, now, config.time_budget, request_id)
         self.metrics.reconcile_passes.labels(report.outcome).inc()
         if report.outcome != FAILED:
             self.metrics.reconcile_last_success.set(time.time())
@@ -241,6 +246,7 @@ class Reconciler:
                 continue
             by_route.setdefault(entry.route, (target, []))[1].append(entry)
         closed: list[Entry] = []
+        targets: dict[str, Target] = {}
         for target, entries in by_route.values():
             events = [
                 reconciled_resolve(
@@ -253,6 +259,7 @@ class Reconciler:
                 )
                 for e in entries
             ]
+            targets[target.route] = target
             deliveries = self.client.send(events, target.integration_key or "", time.monotonic() + budget, request_id)
             for entry, d in zip(entries, deliveries, strict=True):
                 self.metrics.reconciled.labels(d.outcome).inc()
@@ -266,13 +273,40 @@ class Reconciler:
                     log.warning(f"reconciler: resolve not delivered, tried again next pass: {d.detail}", extra=fields)
             report.deliveries.extend(deliveries)
         try:
-            self.ledger.remove(closed)
+            refreshed = self.ledger.remove(closed)
         except LedgerError as exc:
             # Alert24 has the resolves; the next pass finds the entries again and resolving twice is harmless.
             self.metrics.ledger_errors.labels("reconcile").inc()
             log.warning("reconciler: could not remove resolved incidents from the ledger: %s", exc.message)
+            refreshed = []
+        if refreshed:
+            self._reopen(refreshed, targets, now, budget, request_id)
         report.outcome = FAILED if len(closed) < len(stale_entries) else RESOLVED
         return report
+
+    def _reopen(
+        self, refreshed: list[Entry], targets: dict[str, Target], now: float, budget: float, request_id: str
+    ) -> None:
+        """Trigger again the incidents whose alert fired while their resolve was sent: they are live."""
+        at = datetime.fromtimestamp(now, timezone.utc)
+        for entry in refreshed:
+            target = targets[entry.route]
+            event = reopening_trigger(
+                entry.dedup_key, entry.severity, entry.summary, entry.fingerprints, entry.alertname, at
+            )
+            [d] = self.client.send([event], target.integration_key or "", time.monotonic() + budget, request_id)
+            fields = {**_fields(entry), "outcome": d.outcome, "alert24_status": d.status, "attempts": d.attempts}
+            if d.outcome == ACCEPTED:
+                log.warning(
+                    "reconciler: the alert fired again while its incident was resolved; re-opened", extra=fields
+                )
+            else:
+                log.error(
+                    f"reconciler: the alert fired again while its incident was resolved, and the trigger that "
+                    f"re-opens it was not delivered; it stays closed until Alertmanager sends the alert again: "
+                    f"{d.detail}",
+                    extra=fields,
+                )
 
     def _skipped(self, reason: str, ledger_operation: str | None, forget: bool, dry_run: bool) -> PassReport:
         if ledger_operation:

@@ -12,14 +12,20 @@ import time
 from importlib import resources
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from . import alertmanager, log
-from .errors import BodyTimeout, PayloadError, Unauthorized, UnknownRoute, UnsupportedMediaType
+from .errors import BodyTimeout, BodyTooLarge, PayloadError, Unauthorized, UnknownRoute, UnsupportedMediaType
 from .forwarder import Report
 
 bp = Blueprint("adapter", __name__)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+# What is read of a body over the limit, only to name its receiver and group key: its first and last bytes,
+# the rest read in chunks and thrown away, never more than SKIM_LIMIT bytes in all.
+SKIM_ENDS = 64 * 1024
+SKIM_LIMIT = 64 * 1024 * 1024
+# Alertmanager sends a body at network speed; a client that pauses this long is not waited for.
+SKIM_READ_TIMEOUT = 1.0
 
 
 def runtime():
@@ -60,7 +66,7 @@ def alertmanager_webhook(route: str | None):
     authenticate(header, target.secrets)
     if not request.is_json:
         raise UnsupportedMediaType("the body must be JSON (Content-Type: application/json)")
-    notification = alertmanager.parse(decode(read_body(state.config.body_timeout)))
+    notification = alertmanager.parse(decode(read_body(state.config.body_timeout, state.config.max_body_bytes)))
     environ = request.environ
     report = rt.forwarder.forward(
         notification, target, environ["alert24_adapter.request_id"], environ["alert24_adapter.started"]
@@ -77,8 +83,9 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     """Readiness: the configuration is loaded; reports (never fails on) this worker's last delivery, its
-    ledger writes and the reconciler."""
-    return jsonify(runtime().readiness())
+    ledger writes and the reconciler. Route names only to a caller with a shared secret."""
+    rt = runtime()
+    return jsonify(rt.readiness(authenticated(request.headers.get("Authorization", ""), rt.state.secrets())))
 
 
 @bp.get("/openapi.yaml")
@@ -97,8 +104,14 @@ def metrics():
 
 def authenticate(header: str, secrets: tuple[str, ...]) -> None:
     """Accept the secret as a Bearer token, as any `<Type> <credentials>`, or as a Basic password."""
+    if not authenticated(header, secrets):
+        raise Unauthorized("missing or wrong credentials")
+
+
+def authenticated(header: str, secrets: tuple[str, ...]) -> bool:
+    """Whether the Authorization header carries one of the secrets (always, when there are none)."""
     if not secrets:
-        return
+        return True
     scheme, _, credentials = header.strip().partition(" ")
     credentials = credentials.strip()
     if scheme.lower() == "basic":
@@ -111,23 +124,69 @@ def authenticate(header: str, secrets: tuple[str, ...]) -> None:
     matched = False
     for secret in secrets:
         matched |= hmac.compare_digest(offered, secret.encode("utf-8"))
-    if not credentials or not matched:
-        raise Unauthorized("missing or wrong credentials")
+    return bool(credentials) and matched
 
 
-def read_body(timeout: float) -> bytes:
-    """The request body, refused (413) when over the limit and cut off (408) when it trickles in too slowly."""
+def read_body(timeout: float, limit: int) -> bytes:
+    """The request body, refused (413) when over the limit and cut off (408) when it trickles in too slowly.
+
+    A body over the limit is never kept: its ends are skimmed for the receiver and group key to log.
+    """
     sock = request.environ.get("gunicorn.socket")
     if sock is not None:
         # gunicorn itself puts no time limit on reading a body; without one a slow client holds a thread forever.
         sock.settimeout(timeout)
+    length = request.content_length
     try:
+        if length is not None and length > limit:
+            if sock is not None:
+                sock.settimeout(min(timeout, SKIM_READ_TIMEOUT))
+            head, tail = skim(request.environ["wsgi.input"], length, time.monotonic() + timeout)
+            raise too_large(length, limit, head, tail)
         return request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        # A body without a Content-Length (chunked) that grew past the limit as it was read.
+        raise too_large(None, limit, b"", b"") from None
     except (TimeoutError, ClientDisconnected):
         raise BodyTimeout(f"the body did not arrive within {timeout:g} s") from None
     finally:
         if sock is not None:
             sock.settimeout(None)
+
+
+def skim(stream, length: int, deadline: float) -> tuple[bytes, bytes]:
+    """The first and last SKIM_ENDS bytes of a body too large to keep, the rest read and thrown away.
+
+    The tail is empty when the end was not reached: a body longer than SKIM_LIMIT, or one that stopped
+    arriving (a pause over SKIM_READ_TIMEOUT, or the deadline, a time.monotonic()).
+    """
+    head, tail, seen = b"", b"", 0
+    try:
+        while seen < min(length, SKIM_LIMIT) and time.monotonic() < deadline:
+            chunk = stream.read(min(SKIM_ENDS, length - seen))
+            if not chunk:
+                break
+            seen += len(chunk)
+            if len(head) < SKIM_ENDS:
+                room = SKIM_ENDS - len(head)
+                head, chunk = head + chunk[:room], chunk[room:]
+            tail = (tail + chunk)[-SKIM_ENDS:]
+    except (OSError, ValueError, ClientDisconnected):  # a timeout is an OSError; what was read still counts
+        pass
+    return head, tail if seen == length else b""
+
+
+def too_large(length: int | None, limit: int, head: bytes, tail: bytes) -> BodyTooLarge:
+    """The 413 for a body over the limit, with what its ends tell (for the log line; never in the answer)."""
+    size = f"{length} bytes" if length is not None else "larger"
+    message = (
+        f"the body is {size}, over MAX_BODY_BYTES ({limit}): this group can never page; set max_alerts on "
+        "the webhook receiver in Alertmanager, or raise MAX_BODY_BYTES"
+    )
+    facts: dict[str, object] = {"max_body_bytes": limit, **alertmanager.glimpse(head, tail)}
+    if length is not None:
+        facts["content_length"] = length
+    return BodyTooLarge(message, facts)
 
 
 def client_address(environ: dict, trusted: tuple[str, ...]) -> str:

@@ -22,6 +22,9 @@ BASE_ENV = {
     "ALERT24_INTEGRATION_KEY": INTEGRATION_KEY,
     "ALERT24_API_KEY": API_KEY,
     "ALERT24_API_URL": API_URL,
+    # Every event is sent, and so no default ledger is opened (it would live under STATE_DIRECTORY, by default
+    # /var/lib/alert24-adapter): tests of skipping resends set RESEND_INTERVAL and STATE_DIRECTORY themselves.
+    "RESEND_INTERVAL": "0",
 }
 
 

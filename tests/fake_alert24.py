@@ -1,8 +1,9 @@
-"""A local fake of Alert24's incidents API: records every request and fails on command."""
+"""A local fake of Alert24's incidents API and heartbeat URLs: records every request and fails on command."""
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +28,12 @@ class FakeAlert24:
         self._plan: list[dict] = []
         self._fail_until = 0.0
         self._fail_status = 503
+        self._fail_retry_after: str | None = None
+        self._limit: tuple[int, float] | None = None
+        self._accepted_at: list[float] = []
+        self.pings: list[dict] = []
+        self._heartbeat_fail_until = 0.0
+        self._heartbeat_fail_status = 503
         self.server = _Server(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_port}/api/v1/incidents"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -45,16 +52,44 @@ class FakeAlert24:
         with self.lock:
             self._plan.extend({"status": status, "retry_after": retry_after} for _ in range(times))
 
-    def fail_for(self, seconds: float, status: int = 503) -> None:
-        """Answer every request with `status` for the next `seconds`."""
+    def fail_for(self, seconds: float, status: int = 503, retry_after: str | None = None) -> None:
+        """Answer every request with `status` (and a Retry-After header when given) for the next `seconds`."""
         with self.lock:
             self._fail_until = time.monotonic() + seconds
             self._fail_status = status
+            self._fail_retry_after = retry_after
+
+    def rate_limit(self, events: int, window: float = 60.0) -> None:
+        """Accept at most `events` in any `window` seconds, as Alert24's plans do; answer 429 beyond, with a
+        Retry-After saying when the oldest accepted event leaves the window."""
+        with self.lock:
+            self._limit = (events, window)
+
+    def times(self, status: int | None = None) -> list[float]:
+        """When (time.monotonic()) each POST arrived, of those answered with `status` when given."""
+        with self.lock:
+            return [r["at"] for r in self.requests if status is None or r["status"] == status]
 
     def drop(self, times: int = 1) -> None:
         """Close the connection without answering, for the next `times` requests."""
         with self.lock:
             self._plan.extend({"drop": True} for _ in range(times))
+
+    def heartbeat_url(self, token: str = "e2e-heartbeat-token") -> str:
+        """A heartbeat URL of this fake, as Alert24 hands them out: GET /api/hb/<token>."""
+        return f"http://127.0.0.1:{self.server.server_port}/api/hb/{token}"
+
+    def fail_heartbeats_for(self, seconds: float, status: int = 503) -> float:
+        """Answer every heartbeat ping with `status` for the next `seconds`; returns when that ends (monotonic)."""
+        with self.lock:
+            self._heartbeat_fail_until = time.monotonic() + seconds
+            self._heartbeat_fail_status = status
+            return self._heartbeat_fail_until
+
+    def answered_pings(self) -> list[dict]:
+        """The heartbeat pings this fake answered with 200: {"token", "at" (time.monotonic()), "status"}."""
+        with self.lock:
+            return [p for p in self.pings if p["status"] == 200]
 
     def accepted(self) -> list[dict]:
         """The bodies of the events this fake answered with 202."""
@@ -66,7 +101,15 @@ class FakeAlert24:
             if self._plan:
                 return self._plan.pop(0)
             if time.monotonic() < self._fail_until:
-                return {"status": self._fail_status}
+                return {"status": self._fail_status, "retry_after": self._fail_retry_after}
+            if self._limit is not None:
+                events, window = self._limit
+                now = time.monotonic()
+                self._accepted_at = [at for at in self._accepted_at if now - at < window]
+                if len(self._accepted_at) >= events:
+                    wait = self._accepted_at[0] + window - now
+                    return {"status": 429, "retry_after": str(max(1, math.ceil(wait)))}
+                self._accepted_at.append(now)
         return None
 
     def _handler(self):
@@ -79,6 +122,20 @@ class FakeAlert24:
 
             def log_message(self, *args):
                 pass
+
+            def do_GET(self):
+                prefix = "/api/hb/"
+                token = self.path[len(prefix) :] if self.path.startswith(prefix) else ""
+                with fake.lock:
+                    failing = time.monotonic() < fake._heartbeat_fail_until
+                    status = (fake._heartbeat_fail_status if failing else 200) if token else 404
+                    fake.pings.append({"token": token, "at": time.monotonic(), "status": status})
+                data = json.dumps({"status": "ok"} if status == 200 else {"error": f"fake failure {status}"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -119,6 +176,8 @@ class FakeAlert24:
                 except ValueError:
                     body = None
                 with fake.lock:
-                    fake.requests.append({"body": body, "headers": dict(self.headers), "status": status})
+                    fake.requests.append(
+                        {"body": body, "headers": dict(self.headers), "status": status, "at": time.monotonic()}
+                    )
 
         return Handler

@@ -1,11 +1,13 @@
 """The Alert24 client: exact requests, retries within the time budget, outcomes, and bounded fan-out."""
 
+import dataclasses
 import threading
 import time
 
 import pytest
 import responses
 from responses import matchers
+from urllib3.exceptions import ProtocolError
 
 from adapter.alert24 import ACCEPTED, FAILED, REJECTED, Alert24Client
 from adapter.alertmanager import parse
@@ -60,7 +62,7 @@ def test_no_authorization_header_without_api_key():
 @pytest.mark.parametrize(
     "answers, outcome, status, attempts",
     [
-        pytest.param([(429, {"Retry-After": "1"}), (202, {})], ACCEPTED, 202, 2, id="429-retry-after-then-202"),
+        pytest.param([(429, {"Retry-After": "1"}), (202, {})], FAILED, 429, 1, id="429-not-retried-it-pauses-the-key"),
         pytest.param([(503, {}), (503, {}), (202, {})], ACCEPTED, 202, 3, id="503x2-then-202"),
         pytest.param([(502, {}), (504, {}), (500, {}), (202, {})], ACCEPTED, 202, 4, id="5xx-mix-then-202"),
         pytest.param([(503, {})] * 6, FAILED, 503, 5, id="503-forever-fails-after-retries"),
@@ -212,3 +214,36 @@ def test_retry_state_is_private_to_each_call():
         slow.join(timeout=30)
     attempts = sorted(d.attempts for d in out["a"] + out["b"])
     assert attempts[0] >= 1 and sum(attempts) == 4, "two failures shared out between two calls, never counted twice"
+
+
+def test_the_backoff_checked_against_the_budget_is_the_one_slept():
+    """The jitter is drawn once per wait: the wait judged to fit the budget is the wait taken."""
+    retry = make_client(backoff_factor=0.5)._adapter.max_retries
+    for _ in range(2):
+        retry = retry.increment("POST", API_URL, error=ProtocolError("connection dropped"))
+    waits = {retry.get_backoff_time() for _ in range(20)}
+    assert len(waits) == 1 and 1.0 <= waits.pop() <= 1.5
+
+
+def test_a_lane_that_breaks_fails_its_events_and_every_other_lane_is_waited_for(monkeypatch):
+    """One event's unexpected error becomes a failed delivery; send returns only when every lane is done."""
+    many = [dataclasses.replace(e, dedup_key=f"key-{i}") for i, e in enumerate(events("firing-two-instances") * 6)]
+    broken = many[1]
+    with FakeAlert24() as fake:
+        fake.latency = 0.05
+        client = make_client(fake.url, concurrency=3)
+        real = client._send_one
+
+        def send_one(event, *args):
+            if event is broken:
+                raise RuntimeError("a bug")
+            return real(event, *args)
+
+        monkeypatch.setattr(client, "_send_one", send_one)
+        deliveries = client.send(many, INTEGRATION_KEY, far())
+        in_flight_at_return = fake.in_flight
+        assert len(fake.accepted()) == len(many) - 1
+    assert in_flight_at_return == 0
+    assert [d.event for d in deliveries] == many
+    assert [d.outcome for d in deliveries] == [ACCEPTED, FAILED] + [ACCEPTED] * (len(many) - 2)
+    assert "RuntimeError" in deliveries[1].detail

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from adapter.alertmanager import fingerprint, loads, parse, text
+from adapter.alertmanager import fingerprint, glimpse, loads, parse, text
 from adapter.errors import PayloadError
 
 from .conftest import PAYLOADS, payload
@@ -210,3 +210,32 @@ def test_lone_surrogate_in_a_label_name_is_repaired_and_fingerprinted_as_repaire
 def test_text_leaves_valid_strings_alone():
     for value in ("plain", "ünïcödé", "\U0001f600", ""):
         assert text(value) is value
+
+
+@pytest.mark.parametrize(
+    "head, tail, expected",
+    [
+        pytest.param(
+            b'{"receiver":"team-db","status":"firing","alerts":[{"labels":{"receiver":"other"',
+            b'"version":"4","groupKey":"{}:{alertname=\\"DiskFull\\"}","truncatedAlerts":0}',
+            {"receiver": "team-db", "group_key": '{}:{alertname="DiskFull"}'},
+            id="alertmanager-order-first-receiver-last-group-key",
+        ),
+        pytest.param(
+            b'{"groupKey":"g1","receiver":"r1"}', b"", {"receiver": "r1", "group_key": "g1"}, id="all-in-the-head"
+        ),
+        pytest.param(
+            b'{"alerts":[{"annotations":{"text":"say \\"receiver\\":\\"evil\\""}}',
+            b"",
+            {},
+            id="quoted-text-is-never-a-key",
+        ),
+        pytest.param(b'{"receiver":"bad \\x escape"', b"", {}, id="invalid-escape-is-skipped"),
+        pytest.param(b'{"receiver":"\\ud800"', b"", {"receiver": "\ufffd"}, id="lone-surrogate-repaired"),
+        pytest.param(b'{"receiver":"' + b"r" * 600 + b'"', b"", {"receiver": "r" * 512}, id="bounded"),
+        pytest.param(b'{"receiver":"' + b"r" * 5000 + b'"', b"", {}, id="too-long-to-match"),
+        pytest.param(b'{"receiver":3}', b"", {}, id="not-a-string"),
+    ],
+)
+def test_glimpse_names_an_unreadable_group_from_its_ends(head, tail, expected):
+    assert glimpse(head, tail) == expected

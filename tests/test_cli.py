@@ -157,9 +157,13 @@ def test_render_for_a_route_shows_the_deciding_rule_and_drops(env, capsys, tmp_p
     env.setenv("DB_KEY", "db-key")
     assert cli.main(["render", "--route", "db", "--example", "multi"]) == 0
     out = capsys.readouterr().out
-    assert "dropped: alert 913c8c434ab89a6b (DiskFull) by rule 'no-db-1'" in out
-    assert "event 1 of 1: trigger dedup_key=55b97254facb078e severity=critical" in out
+    assert "event 1 of 2: trigger dedup_key=55b97254facb078e severity=critical" in out
     assert "severity: rule 'disk-is-critical' (instance=\"db-2:9100\"): severity critical" in out
+    # db-1 has resolved: a drop rule never stops a resolve (the service with a ledger sends it only if open).
+    assert "event 2 of 2: resolve dedup_key=913c8c434ab89a6b severity=warning" in out
+    assert "held: drop rule 'no-db-1' stops pages, not resolves" in out
+    assert cli.main(["render", "--route", "db", str(PAYLOADS / "firing-two-instances.json")]) == 0
+    assert "dropped: alert 913c8c434ab89a6b (DiskFull) by rule 'no-db-1'" in capsys.readouterr().out
     assert cli.main(["render", "--route", "nope", "--example", "multi"]) == 1
 
 
@@ -286,3 +290,40 @@ def test_check_config_reports_an_unusable_ledger(env, capsys, tmp_path):
     env.setenv("LEDGER_URL", f"sqlite://{tmp_path}/file/ledger.db")
     assert cli.main(["check-config"]) == 1
     assert "ledger problem (webhooks would still be delivered)" in capsys.readouterr().err
+
+
+def test_check_config_refuses_a_reconcile_grace_below_its_floor(env, capsys, tmp_path):
+    env.setenv("ALERTMANAGER_URL", "http://am.test:9093")
+    env.setenv("LEDGER_URL", f"sqlite://{tmp_path}/ledger.db")
+    env.setenv("RECONCILE_GRACE", "0")
+    assert cli.main(["check-config"]) == 1
+    out, err = capsys.readouterr()
+    [line] = err.strip().splitlines()
+    assert out == "" and line.startswith("alert24-adapter: configuration error: RECONCILE_GRACE must be at least 5m")
+
+
+@pytest.mark.parametrize("argv", [["reconcile"], ["reconcile", "--dry-run"]], ids=["pass", "dry-run"])
+def test_reconcile_never_writes_into_the_services_metrics_directory(tmp_path, argv):
+    """Run beside the service (kubectl exec) with its PROMETHEUS_MULTIPROC_DIR, it counts in its own registry."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    live = tmp_path / "metrics"
+    live.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ALERT24_", "SHARED_SECRET", "LEDGER_"))},
+        **BASE_ENV,
+        "PROMETHEUS_MULTIPROC_DIR": str(live),
+        "ALERTMANAGER_URL": f"http://127.0.0.1:{port}",
+        "LEDGER_URL": f"sqlite://{tmp_path}/ledger.db",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "adapter.cli", *argv], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "pass skipped" in result.stderr, result.stderr
+    assert sorted(os.listdir(live)) == []

@@ -1,5 +1,7 @@
 """Configuration from the environment: safe defaults, and one clear line for every bad value."""
 
+import sys
+
 import pytest
 
 from adapter.config import MASK, from_env, parse_duration
@@ -227,3 +229,90 @@ def test_alertmanager_secrets_from_files_never_shown(tmp_path):
     assert c.alertmanager_token == "am-token-from-file"
     assert "am-token-from-file" not in repr(c) + repr(c.masked())
     assert c.masked()["alertmanager_token"] == MASK
+
+
+@pytest.mark.parametrize(
+    "overrides, grace",
+    [
+        pytest.param({"RECONCILE_GRACE": "5m"}, 300.0, id="at-the-floor"),
+        pytest.param({"PROMETHEUS_RESEND_DELAY": "10s", "RECONCILE_GRACE": "50s"}, 50.0, id="shorter-resend-delay"),
+        pytest.param({"PROMETHEUS_RESEND_DELAY": "2m", "RECONCILE_GRACE": "10m"}, 600.0, id="longer-resend-delay"),
+    ],
+)
+def test_reconcile_grace_at_or_above_its_floor_is_taken(overrides, grace):
+    assert make_config(ALERTMANAGER_URL="http://am:9093", **overrides).reconcile_grace == grace
+
+
+@pytest.mark.parametrize(
+    "overrides, floor",
+    [
+        pytest.param({"RECONCILE_GRACE": "0"}, "5m", id="zero"),
+        pytest.param({"RECONCILE_GRACE": "299"}, "5m", id="just-below"),
+        pytest.param({"PROMETHEUS_RESEND_DELAY": "2m", "RECONCILE_GRACE": "9m"}, "10m", id="below-five-resends"),
+    ],
+)
+def test_reconcile_grace_below_its_floor_stops_start_up_with_one_line(overrides, floor):
+    """After an Alertmanager restart without its data, a shorter grace resolves alerts Prometheus has not re-sent."""
+    with pytest.raises(ConfigError) as err:
+        make_config(ALERTMANAGER_URL="http://am:9093", **overrides)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"RECONCILE_GRACE must be at least {floor}")
+    assert "PROMETHEUS_RESEND_DELAY" in message
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        pytest.param("SHARED_SECRET", "replace-me", id="shared-secret-replace-me"),
+        pytest.param("SHARED_SECRET", "CHANGE_ME", id="shared-secret-change-me"),
+        pytest.param("ALERT24_INTEGRATION_KEY", "<your integration key>", id="integration-key-angle-brackets"),
+        pytest.param("ALERT24_INTEGRATION_KEY", "...", id="integration-key-dots"),
+        pytest.param("ALERT24_API_KEY", "xxxxxxxx", id="api-key-xxx"),
+        pytest.param("ALERT24_API_KEY", "secret", id="api-key-secret"),
+        pytest.param("ALERTMANAGER_TOKEN", "changeme", id="alertmanager-token"),
+    ],
+)
+def test_a_placeholder_as_a_secret_stops_start_up_with_one_line(name, value):
+    """Anyone who read the same example file could page with it: refused, naming the variable, not the value."""
+    with pytest.raises(ConfigError) as err:
+        make_config(**{name: value})
+    assert str(err.value) == (
+        f"{name} holds a placeholder such as replace-me, not a secret: set the real value "
+        "(or set DRY_RUN=true to try the adapter without one)"
+    )
+
+
+def test_a_placeholder_from_a_file_or_a_route_is_refused_too(tmp_path):
+    (tmp_path / "key").write_text("replace-me\n")
+    (tmp_path / "adapter.yml").write_text("routes:\n  payments:\n    integration_key_file: " + str(tmp_path / "key"))
+    with pytest.raises(ConfigError) as err:
+        make_config(
+            SHARED_SECRET=None, SHARED_SECRET_FILE=str(tmp_path / "key"), ADAPTER_CONFIG=str(tmp_path / "adapter.yml")
+        )
+    assert str(err.value).splitlines() == [
+        "SHARED_SECRET holds a placeholder such as replace-me, not a secret: set the real value "
+        "(or set DRY_RUN=true to try the adapter without one)",
+        "routes.payments.integration_key holds a placeholder such as replace-me, not a secret: set the real value "
+        "(or set DRY_RUN=true to try the adapter without one)",
+    ]
+
+
+@pytest.mark.parametrize("value", ["x", "s3cret-token", "replace-me-7f3a9c", "a-real-secret"])
+def test_real_secrets_are_not_placeholders(value):
+    assert make_config(SHARED_SECRET=value).shared_secrets == (value,)
+
+
+def test_a_dry_run_may_use_a_placeholder():
+    """`make run` serves a dry run with SHARED_SECRET=change-me: nothing can page."""
+    assert make_config(DRY_RUN="true", SHARED_SECRET="change-me").shared_secrets == ("change-me",)
+
+
+def test_a_postgresql_ledger_without_its_driver_is_a_configuration_error(monkeypatch):
+    """Not a ModuleNotFoundError in create_app (which systemd restarts forever): one line naming the extra."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(ConfigError) as err:
+        make_config(LEDGER_URL="postgresql://alert24@db.example/alert24")
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("LEDGER_URL: a PostgreSQL ledger needs psycopg 3, which cannot be loaded")
+    assert str(err.value).endswith("pip install 'alert24-adapter[postgresql]'")

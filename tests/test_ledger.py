@@ -1,6 +1,9 @@
 """The ledger of open incidents, against both stores: SQLite and a real PostgreSQL server."""
 
+import contextlib
+import pathlib
 import sqlite3
+import threading
 
 import pytest
 
@@ -144,11 +147,12 @@ def test_setup_is_idempotent_and_refuses_a_newer_schema(store_url, ledger):
     again = open_ledger(store_url, "again")
     again.setup()
     assert keys(again) == [("", "a")], "a second start-up keeps the entries"
-    with again._transaction() as cur:
-        cur.execute(
+    again._run(
+        lambda cur: cur.execute(
             again._sql("UPDATE alert24_adapter_meta SET value = ? WHERE name = ?"),
             (str(SCHEMA_VERSION + 1), "schema_version"),
         )
+    )
     with pytest.raises(LedgerError, match=f"schema is version {SCHEMA_VERSION + 1}, newer than"):
         again.setup()
     again.close()
@@ -211,3 +215,287 @@ def test_wrong_postgres_password_is_a_ledger_error_without_it(postgres):
         ledger.setup()
     assert "wrong-secret" not in err.value.message and "password authentication failed" in err.value.message
     ledger.close()
+
+
+# -- under contention ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hog(tmp_path):
+    """Another process's connection to the SQLite ledger at tmp_path/ledger.db, to hold its locks with."""
+    conns = []
+
+    def _hold(mode="IMMEDIATE"):
+        conn = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None, timeout=0, check_same_thread=False)
+        conn.execute(f"BEGIN {mode}")
+        conns.append(conn)
+        return conn
+
+    yield _hold
+    for conn in conns:
+        conn.rollback()
+        conn.close()
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path, monkeypatch):
+    import adapter.ledger
+
+    monkeypatch.setattr(adapter.ledger, "TIMEOUT_SECONDS", 0.3)
+    ledger = open_ledger(f"sqlite://{tmp_path}/ledger.db")
+    ledger.setup()
+    yield ledger
+    ledger.close()
+
+
+def test_reads_take_no_write_lock(sqlite_ledger, hog):
+    """A writer in another process holds the write lock: the incidents can still be listed and counted."""
+    sqlite_ledger.record("", [event("a")], 1000.0)
+    hog("IMMEDIATE")
+    assert keys(sqlite_ledger) == [("", "a")]
+    assert sqlite_ledger.counts() == {"": 1}
+
+
+def test_contention_is_retried_and_never_treated_as_an_outage(sqlite_ledger, hog):
+    """A lock held past the wait fails that write alone; the next write goes to the store at once."""
+    held = hog("EXCLUSIVE")
+    with pytest.raises(LedgerError, match="busy"):
+        sqlite_ledger.record("", [event("a")], 1000.0)
+    held.rollback()
+    sqlite_ledger.record("", [event("b")], 1001.0)
+    assert keys(sqlite_ledger) == [("", "b")]
+
+
+def test_a_lock_held_briefly_is_waited_for(sqlite_ledger, hog):
+    held = hog("EXCLUSIVE")
+    threading.Timer(0.1, held.rollback).start()
+    sqlite_ledger.record("", [event("a")], 1000.0)
+    assert keys(sqlite_ledger) == [("", "a")]
+
+
+HUB_PROBE = """
+from gevent import monkey
+
+monkey.patch_all()
+
+import json, sqlite3, sys, time
+
+import gevent
+
+from adapter.errors import LedgerError
+from adapter.ledger import open_ledger
+from adapter.mapping import Event
+
+path = sys.argv[1]
+ledger = open_ledger("sqlite://" + path)
+ledger.setup()
+hog = sqlite3.connect(path, isolation_level=None, timeout=0)
+hog.execute("BEGIN EXCLUSIVE")
+ticks = []
+
+
+def tick():
+    while True:
+        ticks.append(time.monotonic())
+        gevent.sleep(0.01)
+
+
+ticker = gevent.spawn(tick)
+gevent.sleep(0.05)
+started = time.monotonic()
+event = Event("a", "trigger", {"summary": "s", "severity": "warning"}, [], {}, (("a", "firing"),), "A")
+try:
+    ledger.record("", [event], 1000.0)
+    outcome = "written"
+except LedgerError as exc:
+    outcome = exc.message
+waited = time.monotonic() - started
+ticker.kill()
+gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+print(json.dumps({"outcome": outcome, "waited": waited, "max_gap": max(gaps)}))
+"""
+
+
+def test_waiting_for_sqlite_never_freezes_the_gevent_hub(tmp_path):
+    """Under gevent, another greenlet keeps running while a ledger write waits for a lock held elsewhere."""
+    import json
+    import subprocess
+    import sys
+
+    probe = subprocess.run(
+        [sys.executable, "-c", HUB_PROBE, str(tmp_path / "ledger.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=pathlib.Path(__file__).resolve().parents[1],
+    )
+    assert probe.returncode == 0, probe.stderr
+    found = json.loads(probe.stdout)
+    assert "busy" in found["outcome"] or "locked" in found["outcome"], found
+    assert found["waited"] >= 1.0, "the write waited for the lock"
+    assert found["max_gap"] < 0.5, f"the hub froze for {found['max_gap']:.2f} s while the write waited"
+
+
+def test_postgres_write_after_a_broken_connection_is_retried_on_a_fresh_one(postgres, postgres_url):
+    ledger = open_ledger(postgres_url, "display")
+    ledger.setup()
+    ledger.record("", [event("a")], 1000.0)
+    postgres.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'alert24-adapter'",
+        database="alert24",
+    )
+    ledger.record("", [event("b")], 1001.0)
+    assert keys(ledger) == [("", "a"), ("", "b")]
+    ledger.close()
+
+
+def test_postgres_connection_has_client_side_timeouts(postgres_url):
+    """A half-open connection is given up by the client's TCP stack, not waited on forever."""
+    ledger = open_ledger(postgres_url, "display")
+    ledger.setup()
+    ledger.record("", [event("a")], 1000.0)
+    dsn = ledger._conn.info.dsn
+    for setting in (
+        "tcp_user_timeout=",
+        "keepalives=1",
+        "keepalives_idle=",
+        "keepalives_interval=",
+        "keepalives_count",
+    ):
+        assert setting in dsn
+    ledger.close()
+
+
+def test_concurrent_group_triggers_for_a_new_key_merge_their_members(store_url, monkeypatch):
+    """Two replicas trigger the same new group incident at once, each with its own members: both are kept."""
+    barrier = threading.Barrier(2, timeout=0.5)
+    replicas = [open_ledger(store_url, "one"), open_ledger(store_url, "two")]
+    replicas[0].setup()
+    for replica in replicas:
+        _pause_before_first_insert(replica, barrier, monkeypatch)
+    errors = []
+
+    def trigger(replica, member):
+        try:
+            replica.record("", [event("group-x", members=((member, "firing"), ("f0", "firing")))], 1000.0)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=trigger, args=(r, f"f{i + 1}")) for i, r in enumerate(replicas)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert not errors
+    [entry] = replicas[0].entries()
+    assert entry.fingerprints == ("f0", "f1", "f2")
+    for replica in replicas:
+        replica.close()
+
+
+def _pause_before_first_insert(ledger, barrier, monkeypatch):
+    """Make each of the ledger's transactions wait for the other replica's before writing its first row."""
+    original = ledger._connection
+
+    class Cursor:
+        def __init__(self, cur):
+            self._cur, self._waited = cur, False
+
+        def execute(self, sql, *args):
+            if not self._waited and sql.lstrip().upper().startswith("INSERT INTO ALERT24_ADAPTER_INCIDENTS"):
+                self._waited = True
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    barrier.wait()
+            return self._cur.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._cur, name)
+
+    @contextlib.contextmanager
+    def connection(*args, **kw):
+        with original(*args, **kw) as cur:
+            yield Cursor(cur)
+
+    monkeypatch.setattr(ledger, "_connection", connection)
+
+
+def test_open_keys_names_the_open_incidents_of_one_route(ledger):
+    """What a resolve under a drop rule asks: which of these keys are open on this route (in chunks)."""
+    ledger.record("", [event("a"), event("b")], 1000.0)
+    ledger.record("db", [event("c")], 1000.0)
+    many = [f"k{i}" for i in range(1200)] + ["b"]
+    assert ledger.open_keys("", ["a", "c", "z"]) == {"a"}
+    assert ledger.open_keys("", many) == {"b"}
+    assert ledger.open_keys("db", ["a", "c"]) == {"c"}
+
+
+def test_known_tells_open_incidents_and_the_last_accepted_event(ledger):
+    """What decide() reads: open since when with what severity, and what Alert24 accepted last and when."""
+    from adapter.traffic import Known
+
+    ledger.record("", [event("a", severity="critical"), event("b")], 1000.0)
+    ledger.record("", [event("b", "resolve")], 1010.0)
+    ledger.record("", [event("a", summary="changed")], 1020.0, unchanged=[])
+    ledger.record("", [], 1030.0, unchanged=[event("c")])
+    many = [f"k{i}" for i in range(1200)] + ["a", "b", "c"]
+    assert ledger.known("", many) == {
+        "a": Known(1000.0, "warning", "trigger", 1020.0, "warning"),
+        "b": Known(None, "", "resolve", 1010.0, "warning"),
+        "c": Known(1030.0, "warning", "", None, ""),
+    }
+    assert ledger.known("db", ["a"]) == {}
+
+
+def test_an_unchanged_trigger_refreshes_its_incident_not_its_acceptance(ledger):
+    ledger.record("", [event("a")], 1000.0)
+    ledger.record("", [], 1500.0, unchanged=[event("a", members=(("a", "firing"), ("b", "firing")))])
+    [entry] = ledger.entries()
+    assert entry.last_seen == 1500.0 and entry.fingerprints == ("a", "b")
+    assert ledger.known("", ["a"])["a"].accepted_at == 1000.0
+
+
+def test_old_acceptances_are_pruned(ledger):
+    ledger.accepted_retention = 100.0
+    ledger.record("", [event("a")], 1000.0)
+    ledger.record("", [event("b")], 1090.0)
+    ledger.record("", [event("c")], 1150.0)
+    known = ledger.known("", ["a", "b", "c"])
+    assert known["a"].accepted_at is None and known["a"].open, "the incident stays; its acceptance is forgotten"
+    assert known["b"].accepted_at == 1090.0
+
+
+def test_the_rate_budget_is_one_for_every_process_on_the_store(store_url, ledger):
+    other = open_ledger(store_url, "other")
+    other.setup()
+    try:
+        assert ledger.take("key-1", 5, 3, 1000.0) == (3, 1000.0)
+        assert other.take("key-1", 5, 3, 1001.0) == (2, 1060.0), "the other process sees what this one sent"
+        assert other.take("key-2", 5, 3, 1001.0) == (3, 1001.0), "each integration key has its own budget"
+        assert ledger.take("key-1", 5, 3, 1030.0) == (0, 1060.0)
+        assert ledger.take("key-1", 5, 4, 1060.0) == (3, 1061.0), "the first sends left the window"
+    finally:
+        other.close()
+
+
+def test_a_version_1_ledger_is_migrated_and_keeps_its_incidents(tmp_path):
+    from adapter.ledger import MIGRATIONS
+
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE alert24_adapter_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO alert24_adapter_meta VALUES ('schema_version', '1')")
+        conn.execute(MIGRATIONS[0][0])
+        conn.execute(
+            "INSERT INTO alert24_adapter_incidents VALUES ('', 'a', 'a', 'DiskFull', 'full', 'warning', 1, 2, NULL)"
+        )
+    ledger = open_ledger(f"sqlite://{path}")
+    ledger.setup()
+    try:
+        assert keys(ledger) == [("", "a")]
+        assert ledger.known("", ["a"])["a"].open_since == 1.0
+        ledger.record("", [event("a")], 1000.0)
+        assert ledger.known("", ["a"])["a"].accepted_at == 1000.0
+    finally:
+        ledger.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM alert24_adapter_meta").fetchone() == (str(SCHEMA_VERSION),)

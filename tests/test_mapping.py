@@ -1,11 +1,15 @@
 """The mapping module: one Alertmanager alert in, one Alert24 event out, by the rules in the README."""
 
+import dataclasses
+import hashlib
 import json
+from datetime import datetime, timezone
 
 import pytest
 
 from adapter.alertmanager import parse
-from adapter.mapping import MAX_BODY_BYTES, TRIM_NOTE, EventRules, encode, map_notification, severity_for
+from adapter.mapping import MAX_BODY_BYTES, TRIM_NOTE, EventRules, encode, map_notification, plan, severity_for
+from adapter.policy import Matcher, Rule
 
 from .conftest import payload
 
@@ -240,3 +244,122 @@ def test_the_alertname_kept_for_the_ledger_is_bounded(dedup_by):
     data["groupLabels"] = {"alertname": "A" * 100_000}
     [event] = map_notification(parse(data), EventRules(dedup_by=dedup_by))
     assert len(event.alertname) == 255 and event.alertname.endswith("…")
+
+
+def drop(*matchers: str) -> EventRules:
+    """Rules with one drop rule, named "quiet", of these matchers."""
+    return EventRules(urgency=(Rule("quiet", tuple(Matcher.parse(m) for m in matchers), drop=True),))
+
+
+def grouped(rules: EventRules) -> EventRules:
+    return dataclasses.replace(rules, dedup_by="group")
+
+
+DB1, DB2 = "913c8c434ab89a6b", "55b97254facb078e"
+GROUP_KEY = "group-" + hashlib.sha256(b'{}:{alertname="DiskFull"}').hexdigest()
+
+
+@pytest.mark.parametrize(
+    "name, rules, expected",
+    [
+        pytest.param("mixed-one-resolved", EventRules(), [("trigger", "[FIRING:1] DiskFull")], id="one-fires"),
+        pytest.param(
+            "mixed-one-resolved",
+            drop('instance="db-2:9100"'),
+            [("resolve", "[RESOLVED] DiskFull")],
+            id="the-only-firing-alert-dropped-resolves",
+        ),
+        pytest.param(
+            "mixed-one-resolved",
+            drop('instance="db-1:9100"'),
+            [("trigger", "[FIRING:1] DiskFull")],
+            id="the-resolved-alert-dropped-still-fires",
+        ),
+        pytest.param(
+            "mixed-one-resolved",
+            drop('alertname="DiskFull"'),
+            [("resolve", "[RESOLVED] DiskFull")],
+            id="all-dropped-but-a-resolve-resolves",
+        ),
+        pytest.param("firing-two-instances", drop('alertname="DiskFull"'), [], id="all-firing-dropped-sends-nothing"),
+        pytest.param("resolved-last-instance", EventRules(), [("resolve", "[RESOLVED] DiskFull")], id="resolved"),
+    ],
+)
+def test_group_action_and_head_come_from_the_alerts_kept(name, rules, expected):
+    """The group's event fires while a kept alert fires, and resolves otherwise, whatever the top-level status."""
+    events = events_for(name, grouped(rules))
+    assert [(e.action, e.payload["summary"]) for e in events] == expected
+    assert {e.dedup_key for e in events} <= {GROUP_KEY}
+
+
+@pytest.mark.parametrize(
+    "name, rules, ledger, expected, dropped",
+    [
+        pytest.param(
+            "resolved-single",
+            drop('service="payments"'),
+            None,
+            [("resolve", "114048fe91a99bfd")],
+            0,
+            id="alert-no-ledger-sends-the-resolve",
+        ),
+        pytest.param(
+            "resolved-single",
+            drop('service="payments"'),
+            {"114048fe91a99bfd"},
+            [("resolve", "114048fe91a99bfd")],
+            0,
+            id="alert-open-in-the-ledger-sends-the-resolve",
+        ),
+        pytest.param(
+            "resolved-single", drop('service="payments"'), set(), [], 1, id="alert-never-opened-drops-the-resolve"
+        ),
+        pytest.param("firing-single", drop('service="payments"'), None, [], 1, id="alert-trigger-is-dropped"),
+        pytest.param(
+            "mixed-one-resolved",
+            drop('alertname="DiskFull"'),
+            None,
+            [("resolve", DB1)],
+            1,
+            id="alert-only-the-resolve-goes-out",
+        ),
+        pytest.param(
+            "resolved-last-instance",
+            grouped(drop('alertname="DiskFull"')),
+            None,
+            [("resolve", GROUP_KEY)],
+            0,
+            id="group-no-ledger-sends-the-resolve",
+        ),
+        pytest.param(
+            "resolved-last-instance",
+            grouped(drop('alertname="DiskFull"')),
+            {GROUP_KEY},
+            [("resolve", GROUP_KEY)],
+            0,
+            id="group-open-in-the-ledger-sends-the-resolve",
+        ),
+        pytest.param(
+            "resolved-last-instance",
+            grouped(drop('alertname="DiskFull"')),
+            {DB2},
+            [],
+            1,
+            id="group-never-opened-drops-the-resolve",
+        ),
+        pytest.param(
+            "mixed-one-resolved",
+            grouped(drop('alertname="DiskFull"')),
+            set(),
+            [],
+            2,
+            id="group-never-opened-drops-everything",
+        ),
+    ],
+)
+def test_a_drop_rule_never_stops_the_resolve_of_an_open_incident(name, rules, ledger, expected, dropped):
+    """A resolve a drop rule matches goes out unless the ledger knows its incident was never opened."""
+    planned = plan(parse(payload(name)), rules, datetime.now(timezone.utc)).settle(ledger)
+    assert [(e.action, e.dedup_key) for e in planned.events] == expected
+    assert len(planned.dropped) == dropped
+    assert not planned.held

@@ -56,7 +56,7 @@ def test_undelivered_events_are_counted_by_result(post, metrics, answers, result
 def test_retries_are_counted(post, metrics):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         mock.add(responses.POST, API_URL, status=503)
-        mock.add(responses.POST, API_URL, status=429, headers={"Retry-After": "0"})
+        mock.add(responses.POST, API_URL, status=502, headers={"Retry-After": "0"})
         mock.add(responses.POST, API_URL, status=202)
         assert post("firing-single").status_code == 200
     assert value(metrics, "alert24_adapter_alert24_retries_total") == 2
@@ -121,7 +121,7 @@ def test_metrics_endpoint_shows_no_secret_and_no_label_value(post, alert24, clie
 
 
 def test_readyz_reports_the_last_delivery(post, client):
-    assert client.get("/readyz").json == {"status": "ready", "dry_run": False, "routes": [], "last_delivery": None}
+    assert client.get("/readyz").json == {"status": "ready", "dry_run": False, "last_delivery": None}
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         mock.add(responses.POST, API_URL, status=503)
         post("firing-single")

@@ -29,7 +29,8 @@ def test_promtool_checks_the_rules():
     promtool = binary("promtool")
     result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 11 rules found" in result.stdout
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout
 
 
 def test_promtool_unit_tests_of_the_rules_pass():

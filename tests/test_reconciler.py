@@ -326,3 +326,52 @@ def test_ledger_failure_does_not_change_the_answer(setup, mock, tmp_path):
     ready = app.test_client().get("/readyz")
     assert ready.status_code == 200 and ready.json["ledger"]["ok"] is False
     assert "database is locked" in ready.json["ledger"]["error"]
+
+
+def _refresh(ledger):
+    """A webhook for the same alert arrives: its trigger refreshes the entry."""
+    ledger.record("", [event("a", summary="Disk /var is 98% full", severity="critical")], NOW + 1)
+
+
+def _resolve(ledger):
+    """Alertmanager's own resolve arrives: the entry goes."""
+    ledger.record("", [event("a", "resolve")], NOW + 1)
+
+
+@pytest.mark.parametrize(
+    "meanwhile, when, actions, left",
+    [
+        pytest.param(_refresh, "resolve-sent", ["resolve", "trigger"], ["a"], id="refreshed-while-resolving-reopens"),
+        pytest.param(_resolve, "resolve-sent", ["resolve"], [], id="resolved-while-resolving-stays-closed"),
+        pytest.param(_refresh, "alertmanager-asked", [], ["a"], id="refreshed-before-resolving-is-spared"),
+    ],
+)
+def test_a_webhook_during_the_pass_never_leaves_a_live_incident_closed(setup, mock, meanwhile, when, actions, left):
+    app, ledger, reconciler = setup()
+    ledger.record("", [event("a", summary="Disk /var is 97% full", severity="critical")], 1000.0)
+    ledger.note_absence([("", "a")], [], NOW - GRACE)
+    am(mock, AM2, [])
+
+    def alertmanager(request):
+        if when == "alertmanager-asked":
+            meanwhile(ledger)
+        return (200, {}, "[]")
+
+    def alert24(request):
+        if when == "resolve-sent" and json.loads(request.body)["event_action"] == "resolve":
+            meanwhile(ledger)
+        return (202, {}, "{}")
+
+    mock.add_callback(responses.GET, AM1 + "/api/v2/alerts", callback=alertmanager)
+    mock.remove(responses.POST, API_URL)
+    mock.add_callback(responses.POST, API_URL, callback=alert24)
+    reconciler.run_pass()
+    bodies = sent(mock)
+    assert [b["event_action"] for b in bodies] == actions
+    if "trigger" in actions:
+        trigger = bodies[1]
+        assert trigger["dedup_key"] == "a" and trigger["integration_key"] == INTEGRATION_KEY
+        assert trigger["payload"]["severity"] == "critical"
+        assert trigger["payload"]["summary"] == "Disk /var is 98% full", "as the webhook left it"
+        assert trigger["payload"]["custom_details"]["reopened"] is True
+    assert [e.dedup_key for e in ledger.entries()] == left

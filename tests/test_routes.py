@@ -6,13 +6,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import responses
 
 from adapter import create_app
 from adapter.config import from_env
 from adapter.errors import ConfigError
 from adapter.metrics import Metrics
 
-from .conftest import BASE_ENV, INTEGRATION_KEY, SECRET, payload, sent_bodies
+from .conftest import API_URL, BASE_ENV, INTEGRATION_KEY, SECRET, payload, sent_bodies
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -285,3 +286,167 @@ def test_reload_applies_a_good_file_and_keeps_the_old_one_when_broken(config_env
     assert app.reload_config() is False
     assert reload_ok() == 0
     assert post_to(client, "/alertmanager/marketing").status_code == 200, "the previous configuration keeps running"
+
+
+DROP_PAYMENTS = "rules:\n  - name: quiet-payments\n    matchers: ['service=\"payments\"']\n    action: drop\n"
+
+
+@pytest.mark.parametrize(
+    "ledger, opened, resolves_sent, dropped",
+    [
+        pytest.param(False, True, 1, 0, id="no-ledger-opened-resolve-goes-out"),
+        pytest.param(True, True, 1, 0, id="ledger-open-resolve-goes-out"),
+        pytest.param(True, False, 0, 1, id="ledger-never-opened-resolve-dropped"),
+        pytest.param(False, False, 1, 0, id="no-ledger-never-opened-resolve-goes-out-harmlessly"),
+    ],
+)
+def test_a_drop_rule_added_by_reload_never_swallows_a_resolve(
+    tmp_path, alert24, ledger, opened, resolves_sent, dropped
+):
+    """An alert pages; a reload adds a drop rule matching it; its resolve still closes the incident."""
+    path = tmp_path / "adapter.yml"
+    path.write_text("" if opened else DROP_PAYMENTS)
+    env = {**BASE_ENV, "ADAPTER_CONFIG": str(path)}
+    if ledger:
+        env["LEDGER_URL"] = f"sqlite://{tmp_path}/ledger.db"
+    app = create_app(environ=env, metrics=Metrics())
+    client = app.test_client()
+    assert post_to(client, "/alertmanager", "firing-single").status_code == 200
+    path.write_text(DROP_PAYMENTS)
+    assert app.reload_config() is True
+
+    r = post_to(client, "/alertmanager", "resolved-single")
+    assert r.status_code == 200 and r.json.get("dropped", 0) == dropped
+    sent = [(b["event_action"], b["dedup_key"]) for b in sent_bodies(alert24)]
+    assert sent == [("trigger", "114048fe91a99bfd")] * opened + [("resolve", "114048fe91a99bfd")] * resolves_sent
+    if ledger:
+        runtime = app.extensions["alert24_adapter"]
+        assert runtime.forwarder.ledger.entries() == [], "the incident is closed in the ledger too"
+
+
+NEW_URL = "https://alert24-eu.test/api/v1/incidents"
+
+
+def _new_key(env, tmp_path):
+    (tmp_path / "api-key").write_text("new-api-key\n")
+
+
+def _new_url(env, tmp_path):
+    env["ALERT24_API_URL"] = NEW_URL
+
+
+def _more_retries(env, tmp_path):
+    env["ALERT24_RETRIES"] = "2"
+
+
+@pytest.mark.parametrize(
+    "edit, answers, before, after",
+    [
+        pytest.param(
+            _new_key, [], ("Bearer old-api-key", API_URL, 200), ("Bearer new-api-key", API_URL, 200), id="api-key-file"
+        ),
+        pytest.param(
+            _new_url, [], ("Bearer old-api-key", API_URL, 200), ("Bearer old-api-key", NEW_URL, 200), id="api-url"
+        ),
+        pytest.param(
+            _more_retries,
+            [503, 503],
+            ("Bearer old-api-key", API_URL, 503),
+            ("Bearer old-api-key", API_URL, 200),
+            id="retries",
+        ),
+    ],
+)
+def test_reload_puts_the_new_client_settings_in_force(tmp_path, edit, answers, before, after):
+    """After a reload, calls to Alert24 carry what the reload read: key file, URL, retries (each webhook meets
+    `answers` before a 202)."""
+    (tmp_path / "api-key").write_text("old-api-key\n")
+    env = {**BASE_ENV, "ALERT24_API_KEY": "", "ALERT24_API_KEY_FILE": str(tmp_path / "api-key")}
+    env["ALERT24_RETRIES"] = "0"
+    app = create_app(environ=env, metrics=Metrics())
+    client = app.test_client()
+
+    def one_webhook():
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+            for url in (API_URL, NEW_URL):
+                for status in [*answers, 202]:
+                    mock.add(responses.POST, url, status=status)
+            code = post_to(client, "/alertmanager", "firing-single").status_code
+            last = mock.calls[-1].request
+            return last.headers["Authorization"], last.url, code
+
+    assert one_webhook() == before
+    edit(env, tmp_path)
+    assert app.reload_config() is True
+    assert one_webhook() == after
+
+
+def test_reload_puts_new_alertmanager_credentials_in_force(tmp_path):
+    """The reconciler asks Alertmanager with the token the reload read from ALERTMANAGER_TOKEN_FILE."""
+    token = tmp_path / "am-token"
+    token.write_text("old-token")
+    env = {
+        **BASE_ENV,
+        "ALERTMANAGER_URL": "http://am.test:9093",
+        "ALERTMANAGER_TOKEN_FILE": str(token),
+        "LEDGER_URL": f"sqlite://{tmp_path}/ledger.db",
+    }
+    app = create_app(environ=env, metrics=Metrics())
+    reconciler = app.extensions["alert24_adapter"].reconciler
+
+    def one_pass():
+        with responses.RequestsMock() as mock:
+            mock.add(responses.GET, "http://am.test:9093/api/v2/alerts", json=[])
+            reconciler.run_pass()
+            return mock.calls[0].request.headers["Authorization"]
+
+    assert one_pass() == "Bearer old-token"
+    token.write_text("new-token")
+    assert app.reload_config() is True
+    assert one_pass() == "Bearer new-token"
+
+
+def test_reload_applies_a_new_body_limit(tmp_path, alert24):
+    env = {**BASE_ENV}
+    app = create_app(environ=env, metrics=Metrics())
+    client = app.test_client()
+    big = payload("firing-single")
+    big["commonAnnotations"] = {"padding": "x" * 3000}
+    assert post_to(client, "/alertmanager", big).status_code == 200
+    env["MAX_BODY_BYTES"] = "2048"
+    assert app.reload_config() is True
+    assert post_to(client, "/alertmanager", big).status_code == 413
+
+
+def test_reload_names_in_one_line_what_needs_a_restart(tmp_path, alert24, capsys):
+    """A new LEDGER_URL cannot be put in force by a reload: one warning line says so, without its value."""
+    env = {**BASE_ENV, "LEDGER_URL": f"sqlite://{tmp_path}/one.db"}
+    app = create_app(environ=env, metrics=Metrics())
+    capsys.readouterr()
+    env["LEDGER_URL"] = f"sqlite://{tmp_path}/two.db"
+    env["ALERT24_RETRIES"] = "1"
+    assert app.reload_config() is True
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [warning] = [line for line in lines if line["level"] == "warning"]
+    assert warning["msg"] == "configuration reloaded; these settings change only at a restart: LEDGER_URL"
+    assert "two.db" not in json.dumps(lines)
+    [reloaded] = [line for line in lines if line["msg"] == "configuration reloaded"]
+    assert reloaded["changed"] == ["ALERT24_RETRIES", "LEDGER_URL"]
+    assert post_to(app.test_client(), "/alertmanager").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "authorization, routes",
+    [
+        pytest.param("", None, id="no-secret"),
+        pytest.param("Bearer wrong", None, id="wrong-secret"),
+        pytest.param(f"Bearer {SECRET}", ["database", "payments"], id="global-secret"),
+        pytest.param("Bearer db-secret", ["database", "payments"], id="a-routes-own-secret"),
+    ],
+)
+def test_readyz_names_routes_only_to_a_caller_with_a_secret(client, authorization, routes):
+    """/readyz needs no secret (probes have none), but strangers learn nothing about which routes exist."""
+    ready = client.get("/readyz", headers={"Authorization": authorization} if authorization else {})
+    assert ready.status_code == 200
+    assert ready.json.get("routes") == routes
+    assert "payments" not in ready.get_data(as_text=True) or routes

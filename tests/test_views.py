@@ -340,3 +340,55 @@ def test_lone_surrogates_are_repaired_and_the_page_goes_out(client, alert24, cap
         assert "\ufffd" in json.dumps(json.loads(sent), ensure_ascii=False)
     out.out.encode("utf-8")
     assert "Traceback" not in out.out + out.err and "Logging error" not in out.err
+
+
+GROUP_KEY = '{}:{alertname="DiskFull"}'
+
+
+def big_group(alerts: int, group_key_first: bool = False) -> bytes:
+    """A body of one group of many alerts, its keys in Alertmanager's order (receiver first, groupKey last)."""
+    data = payload("firing-two-instances")
+    template = data["alerts"][0]
+    data["alerts"] = [{**template, "labels": {**template["labels"], "instance": f"db-{i}"}} for i in range(alerts)]
+    if group_key_first:
+        data = {"groupKey": data.pop("groupKey"), **data}
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize("env_overrides", [{"MAX_BODY_BYTES": "2048"}])
+@pytest.mark.parametrize(
+    "alerts, group_key_first, skim_limit, expected",
+    [
+        pytest.param(2000, False, None, {"receiver": "adapter", "group_key": GROUP_KEY}, id="alertmanager-order"),
+        pytest.param(10, False, None, {"receiver": "adapter", "group_key": GROUP_KEY}, id="just-over-the-limit"),
+        pytest.param(2000, True, None, {"receiver": "adapter", "group_key": GROUP_KEY}, id="group-key-first"),
+        pytest.param(2000, False, 100_000, {"receiver": "adapter"}, id="beyond-what-is-skimmed"),
+    ],
+)
+def test_an_oversized_group_is_refused_loudly(
+    client, app, alert24, capsys, monkeypatch, env_overrides, alerts, group_key_first, skim_limit, expected
+):
+    """413, and one error line naming the receiver and group key (read from the body's ends), and a metric."""
+    from adapter import views
+
+    if skim_limit:
+        monkeypatch.setattr(views, "SKIM_LIMIT", skim_limit)
+    body = big_group(alerts, group_key_first)
+    capsys.readouterr()
+    r = client.post(
+        "/alertmanager",
+        data=body,
+        headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413 and r.headers["Connection"] == "close"
+    assert "MAX_BODY_BYTES" in r.json["error"] and "max_alerts" in r.json["error"]
+    assert GROUP_KEY not in r.get_data(as_text=True), "the answer never echoes input"
+    assert len(alert24.calls) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [line] = [x for x in lines if x["level"] == "error"]
+    assert line["logger"] == "alert24_adapter.webhook" and line["outcome"] == "too_large"
+    assert {k: line[k] for k in ("receiver", "group_key") if k in line} == expected
+    assert line["content_length"] == len(body) and line["max_body_bytes"] == 2048
+    metrics = app.extensions["alert24_adapter"].metrics.registry
+    assert metrics.get_sample_value("alert24_adapter_oversized_webhooks_total", {"route": "default"}) == 1
+    assert metrics.get_sample_value("alert24_adapter_webhooks_total", {"outcome": "too_large", "code": "413"}) == 1

@@ -241,6 +241,8 @@ class Adapter:
             "HOST": "127.0.0.1",
             "WEB_CONCURRENCY": "2",
             "LOG_FORMAT": "json",
+            # The default ledger lives here, never in the machine's /var/lib/alert24-adapter.
+            "STATE_DIRECTORY": str(procs.workdir / f"{name}-state"),
             **env,
             "PORT": str(self.port),
         }

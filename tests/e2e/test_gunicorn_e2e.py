@@ -5,28 +5,27 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
 
 from .conftest import SECRET
-from .harness import ROOT, free_port, raw_request, wait_until, webhook_head
+from .harness import free_port, production_app, production_bin, raw_request, wait_until, webhook_head
 
 
-def test_bad_config_stops_gunicorn_with_one_line():
-    """No SHARED_SECRET: gunicorn exits non-zero at once, with one clear line, instead of respawning workers."""
+def test_bad_config_stops_gunicorn_with_one_line(tmp_path):
+    """No SHARED_SECRET: gunicorn exits with 4 at once, with one clear line, instead of respawning workers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHARED_SECRET", "ALERT24_", "DRY_RUN"))}
     env.update(HOST="127.0.0.1", PORT=str(free_port()), ALERT24_INTEGRATION_KEY="k", ALERT24_CONCURRENCY="many")
     result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT,
+        [production_bin("gunicorn"), "wsgi:app"],
+        cwd=production_app(tmp_path),
         env=env,
         capture_output=True,
         text=True,
         timeout=30,
     )
-    assert result.returncode != 0
+    assert result.returncode == 4, "the exit code systemd's RestartPreventExitStatus=4 does not restart"
     errors = [line for line in result.stderr.splitlines() if "configuration error" in line]
     assert errors == [
         "alert24-adapter: configuration error: SHARED_SECRET is not set: set it (or SHARED_SECRET_FILE) to the "
@@ -38,11 +37,39 @@ def test_bad_config_stops_gunicorn_with_one_line():
 
 
 def test_huge_body_is_refused_from_content_length(fake, start_adapter):
-    """A 50 MB Content-Length is answered 413 without reading the body."""
+    """A 50 MB Content-Length is answered 413 without keeping the body, and said in an error line."""
     adapter = start_adapter()
+    started = time.monotonic()
     answer = raw_request(adapter.port, webhook_head(50 * 1024 * 1024, secret=SECRET), b"{")
+    assert time.monotonic() - started < 5, "a body that stops arriving is not waited for"
     assert answer.startswith(b"HTTP/1.1 413")
     assert b'"error"' in answer
+    assert not fake.requests
+    [line] = adapter.webhooks()
+    assert (line["level"], line["outcome"], line["content_length"]) == ("error", "too_large", 50 * 1024 * 1024)
+
+
+def test_oversized_group_names_its_receiver_and_group_key(fake, start_adapter):
+    """A group of 5 MB, written as Alertmanager writes it: 413, one error line naming it, and a metric."""
+    adapter = start_adapter()
+    alert = {"status": "firing", "labels": {"alertname": "DiskFull", "pad": "x" * 1000}}
+    body = json.dumps(
+        {
+            "receiver": "team-db",
+            "status": "firing",
+            "alerts": [{**alert, "labels": {**alert["labels"], "instance": f"db-{i}"}} for i in range(5000)],
+            "groupLabels": {"alertname": "DiskFull"},
+            "version": "4",
+            "groupKey": '{}:{alertname="DiskFull"}',
+            "truncatedAlerts": 0,
+        }
+    ).encode()
+    answer = raw_request(adapter.port, webhook_head(len(body), secret=SECRET), body)
+    assert answer.startswith(b"HTTP/1.1 413") and b"max_alerts" in answer
+    [line] = adapter.webhooks()
+    assert line["level"] == "error" and line["content_length"] == len(body)
+    assert (line["receiver"], line["group_key"]) == ("team-db", '{}:{alertname="DiskFull"}')
+    assert scrape(adapter.url)['alert24_adapter_oversized_webhooks_total{route="default"}'] == 1
     assert not fake.requests
 
 
@@ -59,7 +86,8 @@ def test_trickling_body_is_cut_off(fake, start_adapter):
 
 def test_metrics_are_summed_over_workers(fake, start_adapter):
     """With 2 workers, every scrape returns the sum of what all workers counted."""
-    adapter = start_adapter(WEB_CONCURRENCY="2", GUNICORN_THREADS="1")
+    # The same webhook each time, every one of them sent (RESEND_INTERVAL=0), so that each is counted.
+    adapter = start_adapter(WEB_CONCURRENCY="2", GUNICORN_THREADS="1", RESEND_INTERVAL="0")
     body = json.dumps({"alerts": [{"status": "firing", "labels": {"alertname": "A"}}]}).encode()
     head = webhook_head(len(body), secret=SECRET, close=True)
     sent = 0
@@ -89,10 +117,19 @@ def scrape(url: str) -> dict[str, float]:
 
 
 def test_sighup_reloads_the_file_and_keeps_the_old_one_when_broken(fake, start_adapter, tmp_path):
-    """HUP with a good file: new routes work. HUP with a broken one: the old routes keep working, metric 0."""
+    """HUP with a good file and a new API key: new routes work, calls carry the new key. HUP with a broken file:
+    the old routes keep working, metric 0."""
     path = tmp_path / "adapter.yml"
     path.write_text("routes:\n  payments:\n    integration_key_env: PAYMENTS_KEY\n")
-    adapter = start_adapter(ADAPTER_CONFIG=str(path), PAYMENTS_KEY="payments-key", ALERT24_INTEGRATION_KEY="")
+    api_key = tmp_path / "api-key"
+    api_key.write_text("old-api-key\n")
+    adapter = start_adapter(
+        ADAPTER_CONFIG=str(path),
+        PAYMENTS_KEY="payments-key",
+        ALERT24_INTEGRATION_KEY="",
+        ALERT24_API_KEY="",
+        ALERT24_API_KEY_FILE=str(api_key),
+    )
     body = json.dumps({"alerts": [{"status": "firing", "labels": {"alertname": "A"}}]}).encode()
 
     def post(route):
@@ -108,17 +145,24 @@ def test_sighup_reloads_the_file_and_keeps_the_old_one_when_broken(fake, start_a
         # The old workers finish what they hold (and may accept for a moment more) before they exit.
         wait_until(lambda: adapter.process.output().count("Worker exiting") >= 2 * reloads, 15, "old workers to exit")
 
+    def keys_sent():
+        return [r["headers"].get("Authorization") for r in fake.requests]
+
     assert post("payments") == 200
+    assert keys_sent() == ["Bearer old-api-key"]
     path.write_text("routes:\n  database:\n    integration_key_env: PAYMENTS_KEY\n")
+    api_key.write_text("new-api-key\n")
     hup_and_wait(1)
     assert post("payments") == 404
     assert post("database") == 200
+    assert keys_sent() == ["Bearer old-api-key", "Bearer new-api-key"], "the reload put the new API key in force"
     assert scrape(adapter.url)["alert24_adapter_config_last_reload_successful"] == 1
+    assert "new-api-key" not in adapter.process.output()
 
     path.write_text("routes:\n  database:\n    colour: red\n")
     hup_and_wait(2)
-    time.sleep(1)
     assert [post("database") for _ in range(4)] == [200] * 4, "the previous configuration keeps running"
     assert scrape(adapter.url)["alert24_adapter_config_last_reload_successful"] == 0
     assert "configuration reload failed" in adapter.process.output()
     assert {b["integration_key"] for b in fake.accepted()} == {"payments-key"}
+    assert set(keys_sent()[1:]) == {"Bearer new-api-key"}

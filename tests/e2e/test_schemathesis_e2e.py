@@ -10,8 +10,12 @@ from .conftest import SECRET
 
 
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(fake, start_adapter, tmp_path):
-    # With the ledger and the reconciler on, /readyz reports them too, and must match the description.
-    adapter = start_adapter(LEDGER_URL=f"sqlite://{tmp_path}/ledger.db", ALERTMANAGER_URL="http://127.0.0.1:9")
+    # With the ledger, the reconciler and the heartbeat on, /readyz reports them too, and must match the description.
+    adapter = start_adapter(
+        LEDGER_URL=f"sqlite://{tmp_path}/ledger.db",
+        ALERTMANAGER_URL="http://127.0.0.1:9",
+        HEARTBEAT_URL=fake.heartbeat_url(),
+    )
     exe = shutil.which("schemathesis") or str(Path(sys.executable).with_name("schemathesis"))
     result = subprocess.run(
         [
