@@ -8,6 +8,7 @@ queued webhooks never becomes a storm of simultaneous calls.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
 import dataclasses
 import itertools
@@ -15,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -186,16 +187,11 @@ class Alert24Client:
             raise_on_redirect=False,
         )
         self._retry = retry
-        session = requests.Session()
-        # Proxy and CA settings are read from the environment once here, not on every call.
-        session.trust_env = False
-        session.proxies.update(requests.utils.get_environ_proxies(api_url))
-        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         # One pooled connection for every call that can be in flight, so none is opened and thrown away.
-        http = Alert24Adapter(pool_connections=1, pool_maxsize=self.max_in_flight, max_retries=retry)
-        session.mount("http://", http)
-        session.mount("https://", http)
-        session.headers.update({"Content-Type": "application/json", "User-Agent": f"alert24-adapter/{__version__}"})
+        session = service_session(
+            api_url, Alert24Adapter(pool_connections=1, pool_maxsize=self.max_in_flight, max_retries=retry)
+        )
+        session.headers["Content-Type"] = "application/json"
         if api_key:
             session.headers["Authorization"] = f"Bearer {api_key}"
         self.session = session
@@ -310,9 +306,10 @@ class Alert24Client:
         token = _CALL.set(state)
         try:
             timeout = DeadlineTimeout(self.timeout[0], self.timeout[1], deadline)
-            response = self._post(encode(event, integration_key), request_id, timeout)
+            with within(deadline):
+                response = self._post(encode(event, integration_key), request_id, timeout)
         except requests.RequestException as exc:
-            return Delivery(event, FAILED, None, state.retries + 1, time.monotonic() - started, _describe(exc, secrets))
+            return Delivery(event, FAILED, None, state.retries + 1, time.monotonic() - started, describe(exc, secrets))
         finally:
             _CALL.reset(token)
             self._slots.release()
@@ -340,6 +337,52 @@ class Alert24Client:
             return self._retry.parse_retry_after(value)
         except Exception:  # urllib3 raises InvalidHeader for a value it cannot read
             return None
+
+
+def service_session(url: str, adapter: HTTPAdapter) -> requests.Session:
+    """A Session for calls to one service through `adapter`: proxy and CA settings read from the environment
+    once here, not on every call; no cookies or .netrc."""
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies.update(requests.utils.get_environ_proxies(url))
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = f"alert24-adapter/{__version__}"
+    return session
+
+
+@contextlib.contextmanager
+def within(deadline: float) -> Iterator[None]:
+    """Bound a whole HTTP call by the deadline (time.monotonic), raising requests' Timeout when it passes.
+
+    urllib3's timeouts bound each socket operation, not an answer that trickles in a byte at a time. Under
+    gevent workers the call is cut off at the deadline, and urllib3 discards the connection it was on; a
+    thread cannot be interrupted in a blocking read, so under gthread the per-operation bounds remain.
+    """
+    if not _gevent_patched():
+        yield
+        return
+    from gevent import Timeout as Cutoff
+
+    cutoff = Cutoff(max(deadline - time.monotonic(), 0.001))
+    cutoff.start()
+    try:
+        yield
+    except Cutoff as exc:
+        if exc is not cutoff:
+            raise
+        raise requests.Timeout("the answer did not arrive within the webhook time budget") from None
+    finally:
+        cutoff.close()
+
+
+def _gevent_patched() -> bool:
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency, but the client does not need it
+        return False
+    return monkey.is_module_patched("socket")
 
 
 def _semaphore(value: int):
@@ -372,11 +415,12 @@ def _reason(response: requests.Response, secrets: tuple[str, ...]) -> str:
     return _redact(text[:500], secrets)
 
 
-def _describe(exc: requests.RequestException, secrets: tuple[str, ...]) -> str:
+def describe(exc: requests.RequestException, secrets: tuple[str, ...], service: str = "Alert24") -> str:
+    """What went wrong with a call to a service, in one line, with any secret blanked out."""
     kind = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
     cause = exc.args[0] if exc.args else exc
     reason = getattr(cause, "reason", None) or cause
-    return _redact(f"Alert24 {kind}: {str(reason)[:300]}", secrets)
+    return _redact(f"{service} {kind}: {str(reason)[:300]}", secrets)
 
 
 def _redact(text: str, secrets: tuple[str, ...]) -> str:

@@ -112,7 +112,8 @@ class Runtime:
     def readiness(self, authenticated: bool = False) -> dict[str, object]:
         """What /readyz reports: the configuration, and (never failing on them) deliveries, ledger, reconciler.
 
-        The route names only to an authenticated caller: strangers learn nothing about which routes exist."""
+        The route names, the ledger's URL and the Alertmanagers only to an authenticated caller: strangers learn
+        nothing about which routes exist or where the adapter's databases are."""
         config = self.state.config
         out: dict[str, object] = {"status": "ready", "dry_run": config.dry_run}
         if authenticated:
@@ -130,6 +131,11 @@ class Runtime:
                 "leader": self.reconciler.leader,
                 "last_pass": self.reconciler.last_pass,
             }
+        if not authenticated:
+            # Where the ledger and the Alertmanagers are is for operators, like the route names.
+            for part, field in (("ledger", "url"), ("reconciler", "alertmanagers")):
+                if part in out:
+                    out[part] = {k: v for k, v in out[part].items() if k != field}
         return out
 
     def reload(self) -> bool:
@@ -147,10 +153,6 @@ class Runtime:
         changed = changed_settings(self.state.config, config)
         restart = changed_settings(self.state.config, config, RESTART_ONLY)
         config = self.apply(config)
-        current = self.forwarder.heartbeat
-        if config.heartbeat_url != (current.client.url if current is not None else None):
-            # HEARTBEAT_URL_FILE may hold a new token; the workers forked after this reload use it.
-            self.forwarder.heartbeat = Heartbeat.from_config(config)
         self.metrics.config_loaded(True)
         log.info(
             "configuration reloaded",
@@ -174,6 +176,10 @@ class Runtime:
         if self.reconciler is not None:
             self.reconciler.client = client
             self.reconciler.api = AlertmanagerAPI(config) if config.reconciler_on else None
+        heartbeat = ("heartbeat_url", "heartbeat_min_interval")
+        if any(getattr(config, name) != getattr(old, name) for name in heartbeat):
+            # HEARTBEAT_URL_FILE may hold a new token; an unchanged heartbeat keeps its last ping.
+            forwarder.heartbeat = Heartbeat.from_config(config)
         self.state = State.of(config)
         return config
 

@@ -7,7 +7,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from . import heartbeat
 from .errors import ConfigError
@@ -28,6 +28,8 @@ GRACE_RESENDS = 5
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 MASK = "********"
+# Query parameters of a connection URL that carry a password.
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
 # What example files and tutorials put where a secret goes; refused as a secret outside a dry run, because
 # anyone who read the same example could use it.
 PLACEHOLDERS = frozenset(
@@ -183,13 +185,20 @@ def changed_settings(old: Config, new: Config, among: frozenset[str] | None = No
 
 
 def redact_url(url: str) -> str:
-    """A URL with any password in it replaced by the mask."""
+    """A URL with any password in it replaced by the mask: before the host, or as a query parameter
+    (`?password=`, `?sslpassword=`, which libpq reads too)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:{MASK}@{host}").geturl()
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    secret_query = any(name.lower() in SECRET_PARAMETERS for name, _ in query)
+    if parts.password is None and not secret_query:
+        return url  # as given: geturl() would also rewrite sqlite:///path as sqlite:/path
+    if parts.password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}")
+    if secret_query:
+        masked = [(name, MASK if name.lower() in SECRET_PARAMETERS else value) for name, value in query]
+        parts = parts._replace(query=urlencode(masked, safe="*"))
+    return parts.geturl()
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> Config:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,10 +18,10 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from .alert24 import describe, service_session, within
 from .alertmanager import Alert
 from .errors import AdapterError, DeliveryFailed
 from .policy import Matcher
-from .version import __version__
 
 DEFAULT_MATCHERS = 'alertname=~"Watchdog|DeadMansSwitch"'
 DEFAULT_MIN_INTERVAL = 5.0
@@ -149,16 +148,7 @@ class HeartbeatClient:
         # Every part of the URL that could carry the token, longest first, blanked out of any error text.
         tail = parts.path + (f"?{parts.query}" if parts.query else "")
         self._secrets = tuple(s for s in (url, tail, parts.query, *parts.path.split("/")) if len(s) >= 6)
-        session = requests.Session()
-        # As the Alert24 client: proxy and CA settings are read once; no cookies, no redirects followed.
-        session.trust_env = False
-        session.proxies.update(requests.utils.get_environ_proxies(url))
-        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        http = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
-        session.mount("http://", http)
-        session.mount("https://", http)
-        session.headers.update({"User-Agent": f"alert24-adapter/{__version__}"})
-        self.session = session
+        self.session = service_session(url, HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0))
 
     def ping(self, deadline: float) -> Ping:
         """One GET, within the deadline (time.monotonic) and the short timeout; never raises."""
@@ -168,10 +158,17 @@ class HeartbeatClient:
             return Ping(False, None, 0.0, "the webhook time budget was spent before the heartbeat ping")
         timeout = min(self.timeout, remaining)
         try:
-            response = self.session.get(self.url, timeout=(timeout, timeout), allow_redirects=False)
-            response.content  # noqa: B018 - reads the body, which hands the connection back to the pool
+            # Redirects are not followed: a heartbeat URL answers where it is.
+            with within(min(deadline, started + self.timeout)):
+                response = self.session.get(self.url, timeout=(timeout, timeout), allow_redirects=False)
+                response.content  # noqa: B018 - reads the body, which hands the connection back to the pool
         except requests.RequestException as exc:
-            return Ping(False, None, time.monotonic() - started, self._describe(exc))
+            return Ping(
+                False,
+                None,
+                time.monotonic() - started,
+                describe(exc, self._secrets, f"the heartbeat URL at {self.host}"),
+            )
         seconds = time.monotonic() - started
         status = response.status_code
         if 200 <= status < 300:
@@ -180,15 +177,6 @@ class HeartbeatClient:
 
     def close(self) -> None:
         self.session.close()
-
-    def _describe(self, exc: requests.RequestException) -> str:
-        kind = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
-        cause = exc.args[0] if exc.args else exc
-        reason = getattr(cause, "reason", None) or cause
-        text = f"the heartbeat URL at {self.host} {kind}: {str(reason)[:300]}"
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
 
 
 class Heartbeat:

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import math
 import os
+import socket
 import threading
 import time
 import zlib
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 from .errors import LedgerError
 from .mapping import Event
-from .traffic import Known, grant
+from .traffic import MARGIN, WINDOW, Known, grant
 
 if TYPE_CHECKING:
     import sqlite3
@@ -32,6 +33,8 @@ SCHEMA_VERSION = 2
 # Contention (a lock another process holds) is no failure: it is waited for, up to the caller's deadline.
 BACKOFF_SECONDS = 10.0
 TIMEOUT_SECONDS = 2.0
+# The least time left before a deadline in which a new PostgreSQL connection is begun.
+CONNECT_MIN_SECONDS = 1.0
 # Between two tries of a transaction that found the store locked: the first pause, doubled up to the last.
 RETRY_PAUSE, RETRY_PAUSE_MAX = 0.001, 0.02
 # Client-side TCP bounds for PostgreSQL: unacknowledged data (tcp_user_timeout) and a silent peer (keepalives)
@@ -288,13 +291,14 @@ class Ledger:
         self, key_id: str, limit: int, wanted: int, now: float, deadline: float | None = None
     ) -> tuple[int, float]:
         """The rate budget, shared by every process on this store: how many of `wanted` events for the
-        integration key (by its key_id) may go now without more than `limit` in any 60 s, spent at once; and the
-        Unix time the next one could go."""
+        integration key (by its key_id) may go now without more than `limit` in any 60 s (traffic.grant), spent
+        at once; and the Unix time the next one could go."""
 
         def work(cur) -> tuple[int, float]:
             self._lock_budget(cur, key_id)
             cur.execute(
-                self._sql("DELETE FROM alert24_adapter_budget WHERE key_id = ? AND sent_at <= ?"), (key_id, now - 60)
+                self._sql("DELETE FROM alert24_adapter_budget WHERE key_id = ? AND sent_at <= ?"),
+                (key_id, now - WINDOW - MARGIN),
             )
             cur.execute(self._sql("SELECT sent_at, events FROM alert24_adapter_budget WHERE key_id = ?"), (key_id,))
             granted, next_at = grant([(row[0], row[1]) for row in cur.fetchall()], now, limit, wanted)
@@ -608,19 +612,26 @@ class PostgresLedger(Ledger):
             return super()._transaction(work, write, deadline)
         except psycopg.OperationalError:
             # A kept connection that broke while idle (a server restart, a failover, an idle timeout):
-            # the write is tried once more, on a new connection, before it counts as an outage.
-            if not reused or self._conn is not None:
+            # the write is tried once more, on a new connection, before it counts as an outage — when a
+            # new connection can still be made in the time left.
+            if not reused or self._conn is not None or deadline - time.monotonic() < CONNECT_MIN_SECONDS:
                 raise
             return super()._transaction(work, write, deadline)
 
     @contextlib.contextmanager
     def _connection(self, write: bool = True, deadline: float | None = None):
+        import psycopg
+
+        deadline = time.monotonic() + TIMEOUT_SECONDS if deadline is None else deadline
         # A connection must not cross a fork: each worker process opens its own.
         if self._conn is None or self._conn.closed or self._pid != os.getpid():
+            if deadline - time.monotonic() < CONNECT_MIN_SECONDS:
+                # A connection begun now would outlast the deadline by more than the connect timeout allows.
+                raise psycopg.OperationalError("no time left in the webhook's budget to connect")
             self._conn, self._pid = self._connect(), os.getpid()
         conn = self._conn
         try:
-            with conn.transaction(), conn.cursor() as cur:
+            with _severed_at(conn, deadline), conn.transaction(), conn.cursor() as cur:
                 wait = int(((deadline or math.inf) - time.monotonic()) * 1000)
                 if wait < TIMEOUT_SECONDS * 1000:
                     # Less time left than the session's timeouts: the server gives up at the deadline too.
@@ -660,6 +671,26 @@ class PostgresLedger(Ledger):
         if self._leader is not None:
             self._leader.close()
             self._leader = None
+
+
+@contextlib.contextmanager
+def _severed_at(conn, deadline: float) -> Iterator[None]:
+    """Shut the connection's socket down at the deadline (time.monotonic), so that whatever waits on it then —
+    a statement on a half-open connection, the rollback after it — fails at once instead of waiting for TCP,
+    or forever where every packet is still acknowledged. The connection is broken then, and replaced."""
+    timer = threading.Timer(max(deadline - time.monotonic(), 0.0), _sever, (conn,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _sever(conn) -> None:
+    # A duplicate of the descriptor: shutting it down ends the connection; closing it leaves libpq's own open.
+    with contextlib.suppress(Exception), socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def open_ledger(url: str, display: str | None = None) -> Ledger:

@@ -1,6 +1,10 @@
 """The Alert24 client: exact requests, retries within the time budget, outcomes, and bounded fan-out."""
 
 import dataclasses
+import json
+import pathlib
+import subprocess
+import sys
 import threading
 import time
 
@@ -247,3 +251,66 @@ def test_a_lane_that_breaks_fails_its_events_and_every_other_lane_is_waited_for(
     assert [d.event for d in deliveries] == many
     assert [d.outcome for d in deliveries] == [ACCEPTED, FAILED] + [ACCEPTED] * (len(many) - 2)
     assert "RuntimeError" in deliveries[1].detail
+
+
+TRICKLE_PROBE = """
+import json, sys, time
+from gevent import monkey
+monkey.patch_all()
+import gevent, socket
+from adapter.alert24 import Alert24Client, FAILED
+from adapter.heartbeat import HeartbeatClient
+from adapter.mapping import Event
+
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(8)
+port = server.getsockname()[1]
+
+def trickle(conn):
+    conn.recv(65536)
+    gevent.sleep(0.3)
+    conn.sendall(b"HTTP/1.1 202 Accepted\\r\\nContent-Length: 40\\r\\n\\r\\n")
+    for _ in range(40):  # a byte every 0.4 s: each read is quick, the whole answer takes 16 s
+        gevent.sleep(0.4)
+        try:
+            conn.sendall(b"x")
+        except OSError:
+            return
+
+def serve():
+    while True:
+        conn, _ = server.accept()
+        gevent.spawn(trickle, conn)
+
+gevent.spawn(serve)
+url = f"http://127.0.0.1:{port}/api/v1/incidents"
+client = Alert24Client(url, None, connect_timeout=1, read_timeout=3, retries=0, concurrency=1)
+event = Event("k", "trigger", {"summary": "s", "severity": "critical", "source": "x", "custom_details": {}}, [], {})
+started = time.monotonic()
+[delivery] = client.send([event], "int-key", started + 1.0)
+sent = time.monotonic() - started
+started = time.monotonic()
+ping = HeartbeatClient(url.replace("/api/v1/incidents", "/api/hb/token")).ping(started + 1.0)
+pinged = time.monotonic() - started
+print(json.dumps({"sent": sent, "outcome": delivery.outcome, "detail": delivery.detail, "pinged": pinged,
+                  "ping_ok": ping.ok, "ping_detail": ping.detail}))
+"""
+
+
+def test_an_answer_that_trickles_in_is_cut_off_at_the_deadline():
+    """Under gevent workers: each read is within the read timeout, but the whole answer never outlasts the
+    deadline, for Alert24 and for the heartbeat URL alike."""
+    probe = subprocess.run(
+        [sys.executable, "-c", TRICKLE_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=pathlib.Path(__file__).resolve().parents[1],
+    )
+    assert probe.returncode == 0, probe.stderr
+    found = json.loads(probe.stdout)
+    assert found["outcome"] == "failed" and "timed out" in found["detail"], found
+    assert found["sent"] < 1.3, f"the call took {found['sent']:.2f} s against a 1 s deadline"
+    assert found["ping_ok"] is False and "timed out" in found["ping_detail"], found
+    assert found["pinged"] < 1.3, f"the ping took {found['pinged']:.2f} s against a 1 s deadline"

@@ -1,5 +1,6 @@
 """Configuration from the environment: safe defaults, and one clear line for every bad value."""
 
+import json
 import sys
 
 import pytest
@@ -316,3 +317,23 @@ def test_a_postgresql_ledger_without_its_driver_is_a_configuration_error(monkeyp
     assert "\n" not in str(err.value)
     assert str(err.value).startswith("LEDGER_URL: a PostgreSQL ledger needs psycopg 3, which cannot be loaded")
     assert str(err.value).endswith("pip install 'alert24-adapter[postgresql]'")
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        pytest.param("postgresql://a:pw-1@db/x", "postgresql://a:********@db/x", id="before-the-host"),
+        pytest.param("postgresql://a@db/x?password=pw-1", "postgresql://a@db/x?password=********", id="query"),
+        pytest.param(
+            "postgresql://a@db/x?sslmode=require&sslpassword=pw-1",
+            "postgresql://a@db/x?sslmode=require&sslpassword=********",
+            id="ssl-key-password",
+        ),
+        pytest.param("postgresql://a@db/x?sslmode=require", "postgresql://a@db/x?sslmode=require", id="none"),
+    ],
+)
+def test_the_ledger_password_is_masked_wherever_the_url_holds_it(url, shown):
+    """libpq reads a password from the query too: it is masked there as well (check-config, /readyz, logs)."""
+    config = make_config(LEDGER_URL=url)
+    assert config.ledger_display() == shown
+    assert "pw-1" not in json.dumps(config.masked())

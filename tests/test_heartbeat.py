@@ -524,6 +524,15 @@ def test_reload_takes_a_new_heartbeat_url_from_its_file(tmp_path):
     assert runtime.forwarder.heartbeat.client.url.endswith("/rotated-token")
 
 
+def test_reload_puts_a_new_heartbeat_min_interval_in_force(tmp_path):
+    env = {**BASE_ENV, "HEARTBEAT_URL": HB_URL, "HEARTBEAT_MIN_INTERVAL": "5"}
+    app = create_app(environ=env, metrics=Metrics())
+    runtime = app.extensions["alert24_adapter"]
+    env["HEARTBEAT_MIN_INTERVAL"] = "60"
+    assert app.reload_config()
+    assert runtime.forwarder.heartbeat.min_interval == 60.0
+
+
 @pytest.fixture
 def cli_env(monkeypatch):
     for name in list(__import__("os").environ):

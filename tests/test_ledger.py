@@ -2,8 +2,10 @@
 
 import contextlib
 import pathlib
+import socket
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -469,10 +471,10 @@ def test_the_rate_budget_is_one_for_every_process_on_the_store(store_url, ledger
     other.setup()
     try:
         assert ledger.take("key-1", 5, 3, 1000.0) == (3, 1000.0)
-        assert other.take("key-1", 5, 3, 1001.0) == (2, 1060.0), "the other process sees what this one sent"
+        assert other.take("key-1", 5, 3, 1001.0) == (2, 1061.0), "the other process sees what this one sent"
         assert other.take("key-2", 5, 3, 1001.0) == (3, 1001.0), "each integration key has its own budget"
-        assert ledger.take("key-1", 5, 3, 1030.0) == (0, 1060.0)
-        assert ledger.take("key-1", 5, 4, 1060.0) == (3, 1061.0), "the first sends left the window"
+        assert ledger.take("key-1", 5, 3, 1030.0) == (0, 1061.0)
+        assert ledger.take("key-1", 5, 4, 1061.0) == (3, 1062.0), "the first sends left the window"
     finally:
         other.close()
 
@@ -499,3 +501,80 @@ def test_a_version_1_ledger_is_migrated_and_keeps_its_incidents(tmp_path):
         ledger.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT value FROM alert24_adapter_meta").fetchone() == (str(SCHEMA_VERSION),)
+
+
+class FrozenProxy:
+    """A TCP proxy on 127.0.0.1 in front of PostgreSQL that can stop passing bytes on: the client's packets are
+    still acknowledged (by this proxy's kernel), so to the client the connection looks alive — a half-open
+    connection no TCP timeout ever ends."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.frozen = threading.Event()
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.port = self.server.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        self.server.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src, dst):
+        src.settimeout(0.1)
+        while not self.stop.is_set():
+            if self.frozen.is_set():
+                time.sleep(0.05)
+                continue
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            with contextlib.suppress(OSError):
+                dst.sendall(data)
+
+    def close(self):
+        self.stop.set()
+        self.server.close()
+
+
+def test_a_postgresql_write_on_a_half_open_connection_ends_at_its_deadline(postgres, postgres_url):
+    """The connection's socket is shut down at the deadline: the write fails then (the webhook's answer is
+    unchanged), instead of hanging the greenlet that holds the ledger's lock."""
+    proxy = FrozenProxy(postgres.port)
+    try:
+        ledger = open_ledger(postgres_url.replace(f":{postgres.port}/", f":{proxy.port}/"), "display")
+        ledger.setup()
+        ledger.record("", [event("a")], 1000.0)
+        proxy.frozen.set()
+        outcome = []
+
+        def write():
+            started = time.monotonic()
+            try:
+                ledger.record("", [event("b")], 1001.0, deadline=started + 1.0)
+                outcome.append(("written", time.monotonic() - started))
+            except LedgerError as exc:
+                outcome.append((exc.message, time.monotonic() - started))
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        writer.join(timeout=10)
+        assert outcome, "the write hung on the half-open connection"
+        [(message, took)] = outcome
+        assert message.startswith("the ledger (display) failed") and took < 1.5, (message, took)
+    finally:
+        proxy.close()

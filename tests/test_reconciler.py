@@ -295,9 +295,12 @@ def test_webhooks_fill_the_ledger_and_it_is_seen_in_metrics_and_readyz(setup, mo
     assert [e.dedup_key for e in ledger.entries()] == ["55b97254facb078e"]
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'alert24_adapter_open_incidents{route="default"} 1.0' in metrics
-    ready = client.get("/readyz").json
+    ready = client.get("/readyz", headers=headers).json
     assert ready["ledger"]["ok"] is True and ready["ledger"]["url"].startswith("sqlite:///")
     assert ready["reconciler"]["alertmanagers"] == [AM1, AM2]
+    stranger = client.get("/readyz").json
+    assert stranger["ledger"]["ok"] is True and "url" not in stranger["ledger"], "where the ledger is: operators only"
+    assert "alertmanagers" not in stranger["reconciler"] and "leader" in stranger["reconciler"]
 
 
 def test_only_accepted_events_are_recorded(setup, mock):
