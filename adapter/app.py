@@ -122,7 +122,9 @@ class Runtime:
         if self.forwarder.heartbeat is not None:
             out["heartbeat"] = self.forwarder.heartbeat.readiness()
         if self.ledger_off:
-            out["ledger"] = {"url": config.ledger_display(), "on": False, "ok": False, "error": self.ledger_off}
+            # The start-up warning names the directory; this says only what it means.
+            why = "STATE_DIRECTORY cannot be written: running without the ledger, every trigger is sent"
+            out["ledger"] = {"url": config.ledger_display(), "on": False, "ok": False, "error": why}
         if self.forwarder.ledger is not None:
             out["ledger"] = {"url": config.ledger_display(), **(self.forwarder.ledger_status or {"ok": None})}
         if self.reconciler is not None and config.reconciler_on:

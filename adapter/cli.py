@@ -12,8 +12,10 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from datetime import datetime, timezone
 from importlib import resources
+from urllib.parse import urlsplit
 
 from . import alertmanager, heartbeat
 from .config import from_env
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "incidents",
         help="list the open incidents in the ledger",
         description="List the incidents the adapter triggered at Alert24 and has not resolved, from the ledger "
-        "(LEDGER_URL, or the default SQLite file when ALERTMANAGER_URL is set).",
+        "(LEDGER_URL, or the default SQLite file under STATE_DIRECTORY).",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object per incident")
     p.set_defaults(run=incidents)
@@ -110,7 +112,12 @@ def check_config(args) -> int:
             print(f"alert24-adapter: configuration error: {line}", file=sys.stderr)
         return 1
     print(json.dumps(config.masked(), indent=2, default=str))
-    if config.ledger_on:
+    from .app import ledger_unwritable
+
+    off = ledger_unwritable(config)
+    if off:
+        print(f"alert24-adapter: ledger off: {off}", file=sys.stderr)
+    elif config.ledger_on:
         from .ledger import open_ledger
 
         ledger = open_ledger(config.ledger_url, config.ledger_display())
@@ -125,6 +132,18 @@ def check_config(args) -> int:
         finally:
             ledger.close()
         print(f"ledger OK: {config.ledger_display()}, {open_now} open incident(s)", file=sys.stderr)
+    if config.ledger_on and not off and config.resend_interval > 0:
+        print(
+            f"resends: a trigger Alert24 accepted less than RESEND_INTERVAL {_duration(config.resend_interval)} ago "
+            "is not sent again unless its severity changed",
+            file=sys.stderr,
+        )
+    if config.rate_limit:
+        where = "this process alone" if off or not config.ledger_on else config.ledger_display()
+        print(
+            f"rate budget: at most {config.rate_limit} events a minute per integration key, kept in {where}",
+            file=sys.stderr,
+        )
     if config.heartbeat_url:
         matchers, url = ",".join(map(str, config.heartbeat_matchers)), heartbeat.display(config.heartbeat_url)
         print(f"heartbeat on: alerts matching {matchers} ping {url}", file=sys.stderr)
@@ -157,22 +176,98 @@ def render(args) -> int:
     # Without the ledger, a resolve a drop rule matches is sent, in case its incident is open.
     planned = plan(notification, rules, datetime.now(timezone.utc)).settle(None)
     events = planned.events
+    decisions = _decisions(config, args.route, events)
     for alert, rule in planned.dropped:
         if args.json:
             print(json.dumps({"dropped": alert.fingerprint, "rule": rule, "labels": alert.labels}))
         else:
             print(f"dropped: alert {alert.fingerprint} ({alert.labels.get('alertname', '')}) by rule {rule!r}")
     for i, event in enumerate(events, 1):
+        decision = decisions.get(event.dedup_key)
         if args.json:
-            print(json.dumps({**event.body(), "why": event.why}))
+            print(json.dumps({**event.body(), "why": event.why, **({"decision": decision} if decision else {})}))
             continue
         print(f"event {i} of {len(events)}: {event.action} dedup_key={event.dedup_key} severity={event.severity}")
         for what, why in event.why.items():
             print(f"  {what}: {why}")
+        if decision:
+            print(f"  decision: {decision['verdict']}: {decision['explanation']}")
         print("  body: " + json.dumps(event.body(), indent=2).replace("\n", "\n  "))
     if not events and not beats:
         print("no events: the payload has no alerts, or rules dropped them all", file=sys.stderr)
     return 0
+
+
+def _decisions(config, route: str, events) -> dict[str, dict]:
+    """What the ledger makes of each event now (traffic.decide): sent, or skipped because Alert24 has it, and why.
+    Empty when nothing would be skipped (RESEND_INTERVAL=0, or no ledger to ask)."""
+    from . import traffic
+    from .ledger import open_ledger
+
+    if not events or config.resend_interval <= 0 or not config.ledger_on:
+        return {}
+    path = urlsplit(config.ledger_url).path if config.ledger_url.startswith("sqlite:") else None
+    interval = _duration(config.resend_interval)
+    if path is not None and not os.path.exists(path):
+        # Reading would create the file: a render changes nothing.
+        known: dict = {}
+    else:
+        ledger = open_ledger(config.ledger_url, config.ledger_display())
+        try:
+            known = ledger.known(route, [e.dedup_key for e in events])
+        except LedgerError as exc:
+            print(f"alert24-adapter: ledger not read, so every event would be sent: {exc.message}", file=sys.stderr)
+            return {}
+        finally:
+            ledger.close()
+    now = time.time()
+    out = {}
+    for event in events:
+        seen = known.get(event.dedup_key)
+        choice = traffic.decide(seen, event, now, traffic.Settings(config.resend_interval))
+        facts = []
+        if seen is not None and seen.open:
+            facts.append(f"open since {_when(seen.open_since)}")
+        if seen is not None and seen.accepted_at is not None:
+            facts.append(f"{seen.action} accepted {_ago(now - seen.accepted_at)} ago")
+        facts.append(f"RESEND_INTERVAL {interval}")
+        verdict = "skip" if choice.verdict == traffic.SKIP else "send"
+        what = _REASONS.get(choice.reason, choice.reason)
+        out[event.dedup_key] = {
+            "verdict": verdict,
+            "reason": choice.reason,
+            "explanation": f"{what} ({', '.join(facts)})",
+        }
+    return out
+
+
+_REASONS = {
+    "new": "no open incident for this key",
+    "severity_raised": "the severity rose",
+    "severity_changed": "the severity changed",
+    "resolve": "a resolve of an incident that may be open",
+    "refresh": "the last trigger Alert24 accepted is older than RESEND_INTERVAL",
+    "unchanged": "unchanged: Alert24 accepted this trigger, with this severity, within RESEND_INTERVAL",
+    "duplicate": "a copy of a resolve Alert24 accepted within RESEND_INTERVAL",
+}
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _duration(seconds: float) -> str:
+    """A duration as the settings write it: 1h, 30m, 90s."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:.0f}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds:g}s"
 
 
 def _render_heartbeats(found, url: str, as_json: bool) -> None:
@@ -357,6 +452,8 @@ def _test_notification(severity: str) -> dict:
     body = copy.deepcopy(example("firing"))
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     labels = {"alertname": "Alert24AdapterTest", "severity": severity, "service": "alert24-adapter", "job": "send-test"}
+    # A label of its own for each run: a new alert, which the adapter sends even right after another test.
+    labels["test_run"] = now
     alert = body["alerts"][0]
     alert.update(labels=labels, startsAt=now, fingerprint=alertmanager.fingerprint(labels), generatorURL="")
     alert["annotations"] = {"summary": "Test notification from alert24-adapter send-test"}

@@ -167,6 +167,7 @@ VARIABLES = {
     "routes": "routes",
     "alertmanager_urls": "ALERTMANAGER_URL",
     "rate_limit": "ALERT24_RATE_LIMIT",
+    "ledger_implicit": "LEDGER_URL",
 }
 # What a running process cannot change: the ledger is opened once, and its store holds the open incidents.
 RESTART_ONLY = frozenset({"ledger_url", "ledger_implicit"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections import Counter as Tally
 from collections.abc import Callable
@@ -24,8 +25,9 @@ log = logging.getLogger("alert24_adapter.forwarder")
 # With a ledger, sending ends this share of WEBHOOK_TIME_BUDGET early (at most LEDGER_SHARE_MAX seconds), so
 # that the ledger's write, bounded by the deadline too, fits in the answer's budget.
 LEDGER_SHARE, LEDGER_SHARE_MAX = 0.1, 0.5
-# The most the ledger's read before sending, and the rate budget's write, may take of the budget.
-LOOKUP_MAX = 0.5
+# The most the ledger's read before sending, and the rate budget's write, may take of the budget: room for a
+# worker's first PostgreSQL connection (the ledger begins one only with a second left), and no more.
+LOOKUP_MAX = 1.5
 DEFERRAL_REASONS = {
     traffic.BACKPRESSURE: "Alert24 asked this integration key to wait (429, or 5xx after retries)",
     traffic.BUDGET: "the rate budget ALERT24_RATE_LIMIT is spent",
@@ -89,7 +91,7 @@ def verdict(deliveries: list[Delivery], resume_in: float = 0.0) -> AdapterError 
         )
     if deferred:
         why = DEFERRAL_REASONS.get(deferred[0].detail, deferred[0].detail)
-        when = f"; calls resume in {resume_in:.0f} s" if resume_in > 0 else ""
+        when = f"; calls resume in {math.ceil(resume_in)} s" if resume_in > 0 else ""
         return DeliveryDeferred(f"{len(deferred)} of {total} events deferred, not sent: {why}{when}")
     if rejected:
         first = rejected[0]
@@ -176,7 +178,10 @@ class Forwarder:
         integration_key = target.integration_key or ""
         sending, settled, resume_at = self._pace(client, target, events, integration_key, send_by)
         deliveries = client.send(sending, integration_key, send_by, request_id) if sending else []
-        resume_at = max(resume_at, client.backpressure.paused_until(traffic.key_id(integration_key)))
+        paused = client.backpressure.paused_until(traffic.key_id(integration_key))
+        if paused > time.time():
+            m.paused_until.labels(target.name, traffic.BACKPRESSURE).set(paused)
+        resume_at = max(resume_at, paused)
         deliveries += settled
         for d in deliveries:
             e = d.event

@@ -2,8 +2,9 @@
 
 Pure decisions, with their state passed in: `decide()` judges one event against what the ledger knows of
 its key (send, skip as unchanged, or defer), `ordered()` puts the events to send in the order that matters
-when not all of them can go, and `grant()` is the rate budget's arithmetic. `Backpressure` is the one piece
-with state: per worker process, when each integration key may be called again after a 429 or 5xx.
+when not all of them can go, and `grant()` is the rate budget's arithmetic. Two pieces keep state, in the
+worker process: `Backpressure`, when each integration key may be called again after a 429 or 5xx, and
+`LocalBudget`, the rate budget where no ledger shares it (the ledger's store keeps it otherwise).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ BACKPRESSURE, BUDGET = "backpressure", "budget"
 _TIER = {RESOLVE: 0, RAISED: 0, NEW: 1, CHANGED: 1, FORCED: 1, REFRESH: 2}
 # Alert24's severities from the most urgent down (SEVERITIES lists them so); unknown ones rank last.
 _RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
-# The rate budget's window: ALERT24_RATE_LIMIT counts events in any 60 s.
-WINDOW = 60.0
+# The rate budget's window: ALERT24_RATE_LIMIT counts events in any 60 s. A send counts from when the budget
+# granted it, a little before Alert24 sees it: a second's margin keeps the two windows from overlapping.
+WINDOW, MARGIN = 60.0, 1.0
 # Backoff after a 429 without Retry-After, or a call that failed with 5xx after its retries.
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 
@@ -115,7 +117,8 @@ def grant(spent: Sequence[tuple[float, int]], now: float, limit: int, wanted: in
     """The rate budget's arithmetic (pure): how many of `wanted` events may go now, given the (Unix time,
     events) already sent in the window, so that no 60 s holds more than `limit`; and when the next event
     could go (now, while the budget is not spent)."""
-    recent = sorted((at, n) for at, n in spent if now - at < WINDOW)
+    span = WINDOW + MARGIN
+    recent = sorted((at, n) for at, n in spent if now - at < span)
     used = sum(n for _, n in recent)
     granted = max(0, min(wanted, limit - used))
     if granted < wanted or used + granted >= limit:
@@ -124,8 +127,8 @@ def grant(spent: Sequence[tuple[float, int]], now: float, limit: int, wanted: in
         for at, n in recent:
             free -= n
             if free <= 0:
-                return granted, at + WINDOW
-        return granted, now + WINDOW
+                return granted, at + span
+        return granted, now + span
     return granted, now
 
 
@@ -183,7 +186,7 @@ class LocalBudget:
     def take(self, key: str, limit: int, wanted: int, now: float) -> tuple[int, float]:
         """As the ledger's take(): how many of `wanted` events may go now, and when the next could."""
         with self._lock:
-            spent = [(at, n) for at, n in self._spent.get(key, ()) if now - at < WINDOW]
+            spent = [(at, n) for at, n in self._spent.get(key, ()) if now - at < WINDOW + MARGIN]
             granted, next_at = grant(spent, now, limit, wanted)
             if granted:
                 spent.append((now, granted))

@@ -1,4 +1,4 @@
-"""Run the benchmark: `python -m bench [--rounds N] [--seconds S] [--soak S]`.
+"""Run the benchmark: `python -m bench [--rounds N] [--seconds S] [--soak S] [--only churn,rate-limit]`.
 
 Starts everything on 127.0.0.1 — an instant fake Alert24 (nginx), slow ones (50 ms per call), the adapter
 under gunicorn with the shipped gunicorn.conf.py, the bare Flask ceiling and a sequential forwarder under
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from adapter.alertmanager import fingerprint
 from adapter.config import Config
-from bench import ledger_cost, openloop, transports
+from bench import ledger_cost, openloop, traffic, transports
 from tests.e2e.harness import Processes, binary, free_port, http_ok, wait_until
 from tests.fake_alert24 import FakeAlert24
 
@@ -33,6 +33,7 @@ SECRET = "bench-secret"
 TICK = os.sysconf("SC_CLK_TCK")
 NODE_DIR = ROOT / "bench" / "node"
 NODE_CACHE = ROOT / "bench" / ".cache" / "node"
+LOADS = ("churn", "rate-limit")
 
 
 def payload(alerts: int, tag: str = "bench") -> bytes:
@@ -195,11 +196,11 @@ def idle_share() -> tuple[float, float]:
 class InstantAlert24:
     """nginx answering every POST with 202 at once, one access-log line per request."""
 
-    def __init__(self, procs: Processes):
+    def __init__(self, procs: Processes, name: str = "fake-nginx"):
         exe = binary("nginx")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api/v1/incidents"
-        work = procs.workdir / "fake-nginx"
+        work = procs.workdir / name
         work.mkdir()
         self.log = work / "access.log"
         temp = "\n".join(f"  {k}_temp_path {work / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -222,9 +223,7 @@ http {{
 }}
 """
         )
-        self.process = procs.start(
-            "fake-nginx", [exe, "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"]
-        )
+        self.process = procs.start(name, [exe, "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"])
         wait_until(lambda: self.log.exists() or not self.process.alive(), 10, "the fake Alert24")
 
     def count(self) -> int:
@@ -363,7 +362,10 @@ def percentile(values: list[float], p: float) -> float:
 
 def show(path: str) -> int:
     """Print the report of an earlier run from its JSON file."""
-    report(json.loads(Path(path).read_text()))
+    results = json.loads(Path(path).read_text())
+    if "saturation" in results:
+        report(results)
+    report_traffic(results)
     return 0
 
 
@@ -378,9 +380,21 @@ def main(argv=None) -> int:
     parser.add_argument("--fanout", type=int, default=500, help="alerts in the fan-out webhook (default 500)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     parser.add_argument("--show", metavar="FILE", help="print the report of an earlier run and exit")
+    parser.add_argument(
+        "--only", metavar="LOADS", help=f"run only these traffic loads, comma-separated: {', '.join(LOADS)}"
+    )
+    parser.add_argument("--churn-groups", type=int, default=8, help="groups sending at once (default 8)")
+    parser.add_argument("--churn-alerts", type=int, default=50, help="alerts per group (default 50)")
+    parser.add_argument("--churn-notifications", type=int, default=40, help="notifications per group (default 40)")
+    parser.add_argument("--limit-alerts", type=int, default=150, help="alerts in the rate-limited group (150)")
+    parser.add_argument("--limit-per-minute", type=int, default=100, help="events a minute the fake takes (100)")
+    parser.add_argument("--limit-cap", type=float, default=150, help="seconds before giving up (default 150)")
     args = parser.parse_args(argv)
     if args.show:
         return show(args.show)
+    only = tuple(name.strip() for name in args.only.split(",")) if args.only else None
+    if only is not None and not set(only) <= set(LOADS):
+        parser.error(f"--only takes {', '.join(LOADS)}")
 
     workdir = Path(tempfile.mkdtemp(prefix="alert24-bench-"))
     procs = Processes(workdir)
@@ -392,9 +406,26 @@ def main(argv=None) -> int:
     for n in (1, 10):
         bodies[n] = workdir / f"body-{n}.json"
         bodies[n].write_bytes(payload(n))
+    if only is not None:
+        try:
+            traffic_loads(procs, workdir, args, results, only)
+        finally:
+            procs.stop_all()
+        report_traffic(results)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        print(f"\nresults written to {args.out}")
+        return 0
     try:
         fake = InstantAlert24(procs)
-        common = {"ALERT24_INTEGRATION_KEY": "bench-key", "ALERT24_API_URL": fake.url, "LOG_FORMAT": "json"}
+        # RESEND_INTERVAL=0: these loads resend one payload, and measure sending it, not skipping it.
+        common = {
+            "ALERT24_INTEGRATION_KEY": "bench-key",
+            "ALERT24_API_URL": fake.url,
+            "LOG_FORMAT": "json",
+            "RESEND_INTERVAL": "0",
+            "STATE_DIRECTORY": str(workdir / "state"),
+        }
         adapter = Gunicorn(procs, "adapter", "wsgi:app", common)
         # The same adapter with the ledger of open incidents on (SQLite, the reconciler's default store).
         ledger_env = {**common, "LEDGER_URL": f"sqlite://{workdir}/ledger.db"}
@@ -565,14 +596,119 @@ def main(argv=None) -> int:
                 "rss_samples_mb": samples,
                 "cpu_ms_per_webhook": 1000 * (cpu_seconds(adapter.pid) - cpu_before) / max(sent, 1),
             }
+        traffic_loads(procs, workdir, args, results, LOADS)
     finally:
         procs.stop_all()
 
     report(results)
+    report_traffic(results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"\nresults written to {args.out}")
     return 0
+
+
+def traffic_loads(procs: Processes, workdir: Path, args, results: dict, only) -> None:
+    """The two traffic loads (bench/traffic.py), each against the adapter with its default settings and the
+    article's Node adapter side by side."""
+    print("installing the Node peers from npm (cached in bench/.cache) …", flush=True)
+    node_modules()
+    # The article's adapter lets a failed axios call reject its handler's promise; Node would exit on it.
+    # Kept running, the webhook stays unanswered and Alertmanager times out, as with a hung bridge.
+    node_options = {
+        "NODE_OPTIONS": "--unhandled-rejections=warn",
+        "ALERT24_API_KEY": "bench-api-key",
+        "SHARED_SECRET": SECRET,
+    }
+    if "churn" in only:
+        g, m, n = args.churn_groups, args.churn_alerts, args.churn_notifications
+        print(f"churn: {g} groups of {m} alerts, {n} notifications each, one alert changing each time …", flush=True)
+        fake = InstantAlert24(procs, "churn-alert24")
+        env = {
+            "ALERT24_INTEGRATION_KEY": "bench-key",
+            "ALERT24_API_URL": fake.url,
+            "STATE_DIRECTORY": str(workdir / "churn-state"),
+        }
+        adapter = Gunicorn(procs, "churn-adapter", "wsgi:app", env)
+        node = Node(procs, "churn-article-adapter", "article-adapter.js", {**env, **node_options})
+        results["churn"] = {
+            name: traffic.churn(server.port, fake.count, g, m, n)
+            for name, server in (("adapter", adapter), ("node", node))
+        }
+        for name, run in results["churn"].items():
+            assert run["non2xx"] == 0, f"churn: {name} answered non-2xx"
+        for name, run in results["churn"].items():
+            print(
+                f"churn {name}: {run['first_calls_per_notification']:.1f} calls for a group's first notification, "
+                f"{run['calls_per_notification']:.2f} per notification after it, {run['rate']:.0f} webhooks/s",
+                flush=True,
+            )
+    if "rate-limit" in only:
+        k, m = args.limit_per_minute, args.limit_alerts
+        print(f"rate limit: {m} alerts, Alert24 taking {k} events a minute (up to {args.limit_cap:.0f} s) …")
+        fakes = {name: FakeAlert24().__enter__() for name in ("adapter-budget", "adapter", "node")}
+        try:
+            for fake in fakes.values():
+                fake.rate_limit(k, 60.0)
+            servers = {}
+            for name, fake in fakes.items():
+                env = {
+                    "ALERT24_INTEGRATION_KEY": "bench-key",
+                    "ALERT24_API_URL": fake.url,
+                    "STATE_DIRECTORY": str(workdir / f"limit-{name}-state"),
+                }
+                if name == "adapter-budget":
+                    env["ALERT24_RATE_LIMIT"] = str(int(k * 0.9))
+                if name == "node":
+                    servers[name] = Node(procs, "limit-article-adapter", "article-adapter.js", {**env, **node_options})
+                else:
+                    servers[name] = Gunicorn(procs, f"limit-{name}", "wsgi:app", env)
+            jobs = {
+                name: (lambda s=servers[name], f=fake: traffic.rate_limited(s.port, f, m, args.limit_cap))
+                for name, fake in fakes.items()
+            }
+            results["rate_limit"] = {"per_minute": k, "budget": int(k * 0.9), **traffic.run_together(jobs)}
+        finally:
+            for fake in fakes.values():
+                fake.__exit__(None, None, None)
+        for name in fakes:
+            run = results["rate_limit"][name]
+            state = f"done in {run['seconds']:.0f} s" if run["done"] else f"not done after {run['seconds']:.0f} s"
+            print(f"rate limit {name}: {state}, {run['calls']} calls, {run['calls_429']} answered 429", flush=True)
+
+
+def report_traffic(r: dict) -> None:
+    """The traffic loads' rows, when they ran."""
+    if "churn" not in r and "rate_limit" not in r:
+        return
+    print("\n| traffic load | adapter | Node adapter (article) |")
+    print("|---|---|---|")
+    if "churn" in r:
+        a, n = r["churn"]["adapter"], r["churn"]["node"]
+        shape = f"{a['groups']} groups of {a['alerts']}, {a['notifications']} notifications"
+        print(
+            f"| churn ({shape}): Alert24 calls per notification, one alert changing | "
+            f"{a['calls_per_notification']:.2f} | {n['calls_per_notification']:.2f} |"
+        )
+        print(
+            f"| churn: calls for a group's first notification (every alert new) | "
+            f"{a['first_calls_per_notification']:.1f} | {n['first_calls_per_notification']:.1f} |"
+        )
+        print(f"| churn: webhooks/s, one alert changing | {a['rate']:.0f} | {n['rate']:.0f} |")
+    if "rate_limit" in r:
+        rl = r["rate_limit"]
+
+        def cell(run):
+            state = (
+                f"all {run['alerts']} in {run['seconds']:.0f} s"
+                if run["done"]
+                else (f"{run['accepted_alerts']} of {run['alerts']} after {run['seconds']:.0f} s")
+            )
+            return f"{state}, {run['calls']} calls, {run['calls_429']} × 429"
+
+        head = f"rate limit ({rl['adapter']['alerts']} alerts, {rl['per_minute']}/min)"
+        print(f"| {head}, ALERT24_RATE_LIMIT={rl['budget']} | {cell(rl['adapter-budget'])} | |")
+        print(f"| {head}, no budget (backpressure only) | {cell(rl['adapter'])} | {cell(rl['node'])} |")
 
 
 def report(r: dict) -> None:

@@ -99,6 +99,8 @@ def postgres_url(postgres):
     """The server's URL, its ledger tables dropped so that each test starts from an empty database."""
     postgres.sql(
         "DROP TABLE IF EXISTS alert24_adapter_incidents",
+        "DROP TABLE IF EXISTS alert24_adapter_accepted",
+        "DROP TABLE IF EXISTS alert24_adapter_budget",
         "DROP TABLE IF EXISTS alert24_adapter_meta",
         database="alert24",
     )

@@ -7,6 +7,13 @@ import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, unquote
+
+REST_SEVERITIES = ("critical", "high", "medium", "low", "maintenance")
+
+
+def _error(status: int, kind: str, message: str) -> dict:
+    return {"error": {"type": kind, "message": message, "status": status}}
 
 
 class _Server(ThreadingHTTPServer):
@@ -17,9 +24,18 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeAlert24:
-    """A threaded HTTP server on 127.0.0.1 that answers like Alert24 and can be told to misbehave."""
+    """A threaded HTTP server on 127.0.0.1 that answers like Alert24 and can be told to misbehave.
 
-    def __init__(self):
+    By default it takes the article's events (202 for any POST). With `rest=True` it follows Alert24's documented
+    REST API instead: a create needs a `title` (else 400 validation_error) and answers 201 with the new id, `PUT
+    /{id}` updates or resolves (404 not_found for an unknown id), and `GET ?status=&limit=&offset=` lists pages
+    with `meta.has_more`.
+    """
+
+    def __init__(self, rest: bool = False):
+        self.rest = rest
+        # The REST mode's incidents by id, in creation order.
+        self.incidents: dict[str, dict] = {}
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         self.latency = 0.0
@@ -75,6 +91,94 @@ class FakeAlert24:
         with self.lock:
             self._plan.extend({"drop": True} for _ in range(times))
 
+    def drop_after(self, times: int = 1) -> None:
+        """Do what the next `times` requests ask, then close the connection without answering: a create that
+        reached Alert24 while its answer was lost."""
+        with self.lock:
+            self._plan.extend({"drop": True, "after": True} for _ in range(times))
+
+    def delay(self, seconds: float, times: int = 1) -> None:
+        """Answer the next `times` requests of the REST mode `seconds` late, having done what they ask."""
+        with self.lock:
+            self._plan.extend({"delay": seconds} for _ in range(times))
+
+    def calls(self, method: str | None = None, status: int | None = None) -> list[dict]:
+        """The requests of the REST mode: {"method", "path", "body", "status"}, of a method and answer if given."""
+        with self.lock:
+            return [
+                r
+                for r in self.requests
+                if (method is None or r["method"] == method) and (status is None or r["status"] == status)
+            ]
+
+    def open_incidents(self) -> list[dict]:
+        """The REST mode's incidents that are not resolved."""
+        with self.lock:
+            return [dict(i) for i in self.incidents.values() if i["status"] != "resolved"]
+
+    def add_incident(self, **fields) -> dict:
+        """An incident someone else opened (another tool, a person), for lookups to page past."""
+        with self.lock:
+            return self._create({"title": "someone else's", **fields})
+
+    def _create(self, body: dict) -> dict:
+        number = len(self.incidents) + 1
+        incident = {
+            "id": f"inc_{number:04d}",
+            "incident_number": number,
+            "title": body["title"],
+            "description": body.get("description", ""),
+            "severity": body.get("severity", "medium"),
+            "status": body.get("status", "open"),
+            "tags": list(body.get("tags") or []),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        for key in ("source", "alias"):
+            if key in body:
+                incident[key] = body[key]
+        self.incidents[incident["id"]] = incident
+        return incident
+
+    def _rest_answer(self, method: str, path: str, body) -> tuple[int, dict]:
+        """What the documented API answers (under the lock)."""
+        route, _, query = path.partition("?")
+        prefix = "/api/v1/incidents"
+        if route.rstrip("/") == prefix and method == "POST":
+            if not isinstance(body, dict) or not isinstance(body.get("title"), str) or not body["title"].strip():
+                return 400, _error(400, "validation_error", "title is required")
+            if "severity" in body and body["severity"] not in REST_SEVERITIES:
+                return 400, _error(400, "validation_error", "severity must be one of " + ", ".join(REST_SEVERITIES))
+            return 201, {"data": dict(self._create(body))}
+        if route.rstrip("/") == prefix and method == "GET":
+            args = dict(parse_qsl(query))
+            try:
+                limit, offset = int(args.get("limit", 25)), int(args.get("offset", 0))
+            except ValueError:
+                return 400, _error(400, "validation_error", "limit and offset must be numbers")
+            if not 1 <= limit <= 100 or offset < 0:
+                return 400, _error(400, "validation_error", "limit must be from 1 to 100")
+            chosen = [
+                i
+                for i in self.incidents.values()
+                if all(i.get(name) == args[name] for name in ("status", "severity") if name in args)
+            ]
+            shown = [dict(i) for i in chosen[offset : offset + limit]]
+            meta = {"total": len(chosen), "limit": limit, "offset": offset, "has_more": offset + limit < len(chosen)}
+            return 200, {"data": shown, "meta": meta}
+        if route.startswith(prefix + "/") and method == "PUT":
+            incident = self.incidents.get(unquote(route[len(prefix) + 1 :]))
+            if incident is None:
+                return 404, _error(404, "not_found", "Incident not found")
+            if not isinstance(body, dict):
+                return 400, _error(400, "validation_error", "the body must be a JSON object")
+            if "severity" in body and body["severity"] not in REST_SEVERITIES:
+                return 400, _error(400, "validation_error", "severity must be one of " + ", ".join(REST_SEVERITIES))
+            for key in ("title", "description", "severity", "status", "resolved_at", "tags"):
+                if key in body:
+                    incident[key] = body[key]
+            return 200, {"data": dict(incident)}
+        return 404, _error(404, "not_found", "no such endpoint")
+
     def heartbeat_url(self, token: str = "e2e-heartbeat-token") -> str:
         """A heartbeat URL of this fake, as Alert24 hands them out: GET /api/hb/<token>."""
         return f"http://127.0.0.1:{self.server.server_port}/api/hb/{token}"
@@ -124,6 +228,8 @@ class FakeAlert24:
                 pass
 
             def do_GET(self):
+                if fake.rest and self.path.startswith("/api/v1/incidents"):
+                    return self._rest()
                 prefix = "/api/hb/"
                 token = self.path[len(prefix) :] if self.path.startswith(prefix) else ""
                 with fake.lock:
@@ -137,7 +243,55 @@ class FakeAlert24:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_PUT(self):
+                return self._rest()
+
+            def _rest(self):
+                """One call of the REST mode, through the same failure plan as the events."""
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                if fake.latency:
+                    time.sleep(fake.latency)
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = None
+                failure = fake._next_failure()
+                if failure and failure.get("delay"):
+                    time.sleep(failure["delay"])
+                    failure = None
+                if failure and failure.get("drop") and not failure.get("after"):
+                    self._record(raw, None)
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                with fake.lock:
+                    if failure and not failure.get("drop"):
+                        status = failure["status"]
+                        answer = _error(status, "error", f"fake failure {status}")
+                    else:
+                        status, answer = fake._rest_answer(self.command, self.path, body)
+                self._record(raw, None if failure and failure.get("drop") else status)
+                if failure and failure.get("drop"):
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("X-Request-Id", f"fake-{len(fake.requests)}")
+                if failure and failure.get("retry_after"):
+                    self.send_header("Retry-After", failure["retry_after"])
+                try:
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up waiting: what it asked for is done all the same
+                    self.close_connection = True
+
             def do_POST(self):
+                if fake.rest:
+                    return self._rest()
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 with fake.lock:
@@ -177,7 +331,14 @@ class FakeAlert24:
                     body = None
                 with fake.lock:
                     fake.requests.append(
-                        {"body": body, "headers": dict(self.headers), "status": status, "at": time.monotonic()}
+                        {
+                            "body": body,
+                            "headers": dict(self.headers),
+                            "status": status,
+                            "at": time.monotonic(),
+                            "method": self.command,
+                            "path": self.path,
+                        }
                     )
 
         return Handler

@@ -327,3 +327,68 @@ def test_reconcile_never_writes_into_the_services_metrics_directory(tmp_path, ar
     )
     assert "pass skipped" in result.stderr, result.stderr
     assert sorted(os.listdir(live)) == []
+
+
+def test_render_explains_a_skip_from_the_ledger(env, capsys, tmp_path):
+    """With the default ledger holding the example's trigger, accepted 4 minutes ago: render says it is skipped,
+    and why; a trigger it does not hold would be sent."""
+    import time
+
+    from adapter import alertmanager
+    from adapter.ledger import open_ledger
+    from adapter.mapping import map_notification
+
+    env.delenv("RESEND_INTERVAL")
+    env.setenv("STATE_DIRECTORY", str(tmp_path))
+    events = map_notification(alertmanager.parse(cli.example("firing")), make_config().rules)
+    ledger = open_ledger(f"sqlite://{tmp_path}/ledger.db")
+    ledger.setup()
+    ledger.record("", events, time.time() - 240)
+    ledger.close()
+    assert cli.main(["render", "--example", "firing"]) == 0
+    out = capsys.readouterr().out
+    assert "  decision: skip: unchanged: Alert24 accepted this trigger, with this severity, within " in out
+    assert "trigger accepted 4 min ago, RESEND_INTERVAL 1h)" in out and "(open since 20" in out
+    assert cli.main(["render", "--example", "multi", "--json"]) == 0
+    decisions = [json.loads(line)["decision"] for line in capsys.readouterr().out.splitlines()]
+    assert [(d["verdict"], d["reason"]) for d in decisions] == [("send", "resolve"), ("send", "new")]
+
+
+def test_check_config_says_when_the_default_ledger_cannot_be_written(env, capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    env.delenv("RESEND_INTERVAL")
+    env.setenv("STATE_DIRECTORY", str(tmp_path / "file" / "state"))
+    assert cli.main(["check-config"]) == 0
+    err = capsys.readouterr().err
+    assert "alert24-adapter: ledger off: the ledger's directory (STATE_DIRECTORY) cannot be written" in err
+    assert "every trigger is sent" in err and "configuration OK" in err
+
+
+def test_check_config_names_the_resend_interval_and_the_budget(env, capsys, tmp_path):
+    env.delenv("RESEND_INTERVAL")
+    env.setenv("STATE_DIRECTORY", str(tmp_path))
+    env.setenv("ALERT24_RATE_LIMIT", "100")
+    assert cli.main(["check-config"]) == 0
+    err = capsys.readouterr().err
+    assert f"ledger OK: sqlite://{tmp_path}/ledger.db, 0 open incident(s)" in err
+    assert "RESEND_INTERVAL 1h ago is not sent again" in err
+    assert f"at most 100 events a minute per integration key, kept in sqlite://{tmp_path}/ledger.db" in err
+
+
+def test_send_test_reaches_alert24_every_time_even_with_the_ledger(env, capsys, alert24, tmp_path):
+    """Each run is a new alert: the default ledger does not take a second test for an unchanged resend."""
+    env.delenv("RESEND_INTERVAL")
+    environ = {k: v for k, v in BASE_ENV.items() if k != "RESEND_INTERVAL"}
+    app = create_app(environ={**environ, "STATE_DIRECTORY": str(tmp_path)}, metrics=Metrics())
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    alert24.add_passthru("http://127.0.0.1")
+    try:
+        for _ in range(2):
+            assert cli.main(["send-test", "--url", f"http://127.0.0.1:{server.server_port}/alertmanager"]) == 0
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    sent = [json.loads(c.request.body) for c in alert24.calls if "alert24.test" in c.request.url]
+    assert len(sent) == 2 and sent[0]["dedup_key"] != sent[1]["dedup_key"]

@@ -337,3 +337,58 @@ def test_the_ledger_password_is_masked_wherever_the_url_holds_it(url, shown):
     config = make_config(LEDGER_URL=url)
     assert config.ledger_display() == shown
     assert "pw-1" not in json.dumps(config.masked())
+
+
+@pytest.mark.parametrize(
+    "overrides, ledger_url, implicit",
+    [
+        pytest.param(
+            {"RESEND_INTERVAL": None, "STATE_DIRECTORY": "/srv/a24"},
+            "sqlite:///srv/a24/ledger.db",
+            True,
+            id="default-on",
+        ),
+        pytest.param({"RESEND_INTERVAL": "0"}, None, False, id="resend-interval-0-needs-none"),
+        pytest.param(
+            {"ALERT24_RATE_LIMIT": "100", "STATE_DIRECTORY": "/srv/a24"},
+            "sqlite:///srv/a24/ledger.db",
+            True,
+            id="the-budget-needs-one",
+        ),
+        pytest.param(
+            {"RESEND_INTERVAL": None, "LEDGER_URL": "sqlite:///data/l.db"}, "sqlite:///data/l.db", False, id="given"
+        ),
+    ],
+)
+def test_the_ledger_is_on_whenever_something_needs_it(overrides, ledger_url, implicit):
+    config = make_config(**overrides)
+    assert (config.ledger_url, config.ledger_implicit) == (ledger_url, implicit)
+
+
+@pytest.mark.parametrize(
+    "overrides, resend, limit",
+    [
+        pytest.param({"RESEND_INTERVAL": None}, 3600.0, 0, id="defaults"),
+        pytest.param({"RESEND_INTERVAL": "90s"}, 90.0, 0, id="seconds"),
+        pytest.param({"RESEND_INTERVAL": "1h30m"}, 5400.0, 0, id="chained-units"),
+        pytest.param({"RESEND_INTERVAL": "0", "ALERT24_RATE_LIMIT": "120"}, 0.0, 120, id="off-and-a-budget"),
+    ],
+)
+def test_resend_interval_and_rate_limit(overrides, resend, limit):
+    config = make_config(**overrides)
+    assert (config.resend_interval, config.rate_limit) == (resend, limit)
+
+
+@pytest.mark.parametrize(
+    "overrides, problem",
+    [
+        pytest.param({"RESEND_INTERVAL": "soon"}, "RESEND_INTERVAL must be seconds", id="resend-not-a-duration"),
+        pytest.param({"RESEND_INTERVAL": "-1"}, "RESEND_INTERVAL must be seconds", id="resend-negative"),
+        pytest.param({"ALERT24_RATE_LIMIT": "1.5"}, "ALERT24_RATE_LIMIT must be a whole number", id="limit-fraction"),
+        pytest.param({"ALERT24_RATE_LIMIT": "-3"}, "ALERT24_RATE_LIMIT must be from 0", id="limit-negative"),
+    ],
+)
+def test_bad_traffic_settings_name_their_variable(overrides, problem):
+    with pytest.raises(ConfigError) as err:
+        make_config(**overrides)
+    assert str(err.value).startswith(problem)

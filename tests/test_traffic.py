@@ -127,11 +127,12 @@ def test_order_is_resolves_and_raises_then_new_then_refreshes():
     "spent, limit, wanted, expected",
     [
         pytest.param([], 10, 4, (4, NOW), id="empty-window-all-go"),
-        pytest.param([(NOW - 30, 8)], 10, 5, (2, NOW + 30), id="what-fits-then-when-the-oldest-leaves"),
-        pytest.param([(NOW - 60, 10)], 10, 5, (5, NOW), id="sends-60s-ago-left-the-window"),
-        pytest.param([], 5, 5, (5, NOW + 60), id="spent-exactly-next-in-a-minute"),
-        pytest.param([(NOW - 50, 3), (NOW - 10, 7)], 10, 2, (0, NOW + 10), id="spent-frees-with-its-oldest-send"),
-        pytest.param([(NOW - 10, 12)], 10, 1, (0, NOW + 50), id="over-a-lowered-limit"),
+        pytest.param([(NOW - 30, 8)], 10, 5, (2, NOW + 31), id="what-fits-then-when-the-oldest-leaves"),
+        pytest.param([(NOW - 61, 10)], 10, 5, (5, NOW), id="sends-61s-ago-left-the-window"),
+        pytest.param([(NOW - 60, 10)], 10, 5, (0, NOW + 1), id="a-second-of-margin-over-the-minute"),
+        pytest.param([], 5, 5, (5, NOW + 61), id="spent-exactly-next-in-a-minute"),
+        pytest.param([(NOW - 50, 3), (NOW - 10, 7)], 10, 2, (0, NOW + 11), id="spent-frees-with-its-oldest-send"),
+        pytest.param([(NOW - 10, 12)], 10, 1, (0, NOW + 51), id="over-a-lowered-limit"),
     ],
 )
 def test_grant(spent, limit, wanted, expected):
@@ -141,9 +142,9 @@ def test_grant(spent, limit, wanted, expected):
 def test_local_budget_holds_across_webhooks():
     budget = LocalBudget()
     assert budget.take("k", 5, 3, NOW) == (3, NOW)
-    assert budget.take("k", 5, 3, NOW + 1) == (2, NOW + 60)
+    assert budget.take("k", 5, 3, NOW + 1) == (2, NOW + 61)
     assert budget.take("other", 5, 3, NOW + 1) == (3, NOW + 1)
-    assert budget.take("k", 5, 3, NOW + 60) == (3, NOW + 61)
+    assert budget.take("k", 5, 3, NOW + 61) == (3, NOW + 62)
 
 
 @pytest.mark.parametrize(
@@ -291,12 +292,14 @@ def test_429_pauses_the_key_across_webhooks_and_nothing_is_lost(make_app):
         first = send(app, body)
         assert first.status_code == 503 and len(mock.calls) == 2
         assert first.json["accepted"] == 1 and first.json["deferred"] == 1
+        assert 0 < sample(app, 'alert24_adapter_alert24_wait_seconds{route="default"}') <= 1, "shown at once"
         meanwhile = send(app, body)
         assert meanwhile.status_code == 503 and len(mock.calls) == 2, "no call while Alert24 asked to wait"
         assert meanwhile.json["unchanged"] == 1 and meanwhile.json["deferred"] == 2
         assert "deferred" in meanwhile.json["error"] and "Retry" not in meanwhile.json["error"]
         assert 0 < sample(app, 'alert24_adapter_alert24_wait_seconds{route="default"}') <= 1
         assert sample(app, 'alert24_adapter_deferred_events_total{reason="backpressure"}') == 3
+        assert INTEGRATION_KEY not in app.test_client().get("/metrics").get_data(as_text=True)
         paused = app.extensions["alert24_adapter"].forwarder.client.backpressure.paused_until(key_id(INTEGRATION_KEY))
         deadline = time.monotonic() + 3
         while time.time() < paused and time.monotonic() < deadline:
@@ -317,7 +320,7 @@ def test_repeated_5xx_pauses_the_key(make_app):
         assert again.status_code == 503 and again.json["deferred"] == 1 and len(mock.calls) == calls
 
 
-def test_the_rate_budget_sends_what_fits_and_answers_503(make_app, alert24):
+def test_the_rate_budget_sends_what_fits_and_answers_503(make_app, alert24, tmp_path):
     app = make_app(ALERT24_RATE_LIMIT="3")
     body = group(*(alert(f"db-{i}") for i in range(5)))
     first = send(app, body)
@@ -328,6 +331,8 @@ def test_the_rate_budget_sends_what_fits_and_answers_503(make_app, alert24):
     assert second.json["unchanged"] == 3 and second.json["deferred"] == 2
     assert sample(app, 'alert24_adapter_deferred_events_total{reason="budget"}') == 4
     assert sample(app, 'alert24_adapter_alert24_wait_seconds{route="default"}') > 50
+    stored = b"".join(path.read_bytes() for path in (tmp_path / "state").iterdir())
+    assert INTEGRATION_KEY.encode() not in stored, "the budget keys the integration key by a hash"
 
 
 def test_the_rate_budget_is_shared_through_the_ledger(make_app, alert24):
@@ -351,3 +356,14 @@ def test_an_unwritable_state_directory_runs_without_the_ledger(alert24, tmp_path
     assert len(alert24.calls) == 2
     ledger = app.test_client().get("/readyz").json["ledger"]
     assert ledger["on"] is False and "cannot be written" in ledger["error"]
+
+
+def test_a_postgresql_ledger_is_read_from_the_first_webhook_on(make_app, alert24, postgres_url):
+    """A worker's first webhook opens its PostgreSQL connection in the read before sending, in time."""
+    app = make_app(
+        LEDGER_URL=postgres_url, WEBHOOK_TIME_BUDGET="2", ALERT24_CONNECT_TIMEOUT="1", ALERT24_READ_TIMEOUT="1"
+    )
+    assert send(app, group(alert("db-1"))).status_code == 200
+    again = send(app, group(alert("db-1")))
+    assert again.status_code == 200 and again.json["unchanged"] == 1 and len(alert24.calls) == 1
+    assert sample(app, "alert24_adapter_ledger_errors_total") == 0
