@@ -174,7 +174,7 @@ def render(args) -> int:
         beats = found.beats + found.stopped
         _render_heartbeats(found, heartbeat.display(config.heartbeat_url), args.json)
     # Without the ledger, a resolve a drop rule matches is sent, in case its incident is open.
-    planned = plan(notification, rules, datetime.now(timezone.utc)).settle(None)
+    planned = plan(notification, rules, datetime.now(timezone.utc))
     events = planned.events
     decisions = _decisions(config, args.route, events)
     for alert, rule in planned.dropped:

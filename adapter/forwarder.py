@@ -153,8 +153,6 @@ class Forwarder:
             found = beats.split(notification.alerts, target.heartbeat_matchers)
             notification = dataclasses.replace(notification, alerts=found.pages)
         planned = plan(notification, target.rules, self.clock())
-        if planned.held:
-            planned = planned.settle(self._open_keys(target, [e.dedup_key for e in planned.held]))
         events, dropped = planned.events, len(planned.dropped)
         for alert, rule in planned.dropped:
             m.dropped.labels(rule).inc()
@@ -275,20 +273,6 @@ class Forwarder:
             log.warning(f"heartbeat ping failed: {ping.detail}", extra=fields)
             return outcome, ping.detail
         return outcome, ""
-
-    def _open_keys(self, target: Target, dedup_keys: list[str]) -> set[str] | None:
-        """Which incidents the ledger holds open, for resolves a drop rule matched; None when it cannot say."""
-        if self.ledger is None:
-            return None
-        try:
-            return self.ledger.open_keys(target.route, dedup_keys)
-        except LedgerError as exc:
-            self.metrics.ledger_errors.labels("lookup").inc()
-            log.warning(
-                "ledger not read; resolves a drop rule matched are sent in case their incidents are open",
-                extra={"route": target.name, "error": exc.message, "events": len(dedup_keys)},
-            )
-            return None
 
     def _pace(
         self, client: Alert24Client, target: Target, events: list[Event], integration_key: str, deadline: float

@@ -323,21 +323,6 @@ class Ledger:
 
         return [Entry.of(r) for r in self._run(work, write=False)]
 
-    def open_keys(self, route: str, dedup_keys: Sequence[str]) -> set[str]:
-        """Which of these dedup_keys have an open incident on the route."""
-        found: set[str] = set()
-
-        def work(cur) -> None:
-            for i in range(0, len(dedup_keys), 500):  # under every store's limit of bound parameters
-                chunk = dedup_keys[i : i + 500]
-                marks = ", ".join("?" * len(chunk))
-                sql = f"SELECT dedup_key FROM alert24_adapter_incidents WHERE route = ? AND dedup_key IN ({marks})"  # noqa: S608 - placeholders only
-                cur.execute(self._sql(sql), (route, *chunk))
-                found.update(row[0] for row in cur.fetchall())
-
-        self._run(work, write=False)
-        return found
-
     def counts(self) -> dict[str, int]:
         """Open incidents by route."""
 

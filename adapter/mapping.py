@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Collection
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -75,33 +74,19 @@ class Event:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """The events for one notification, and the alerts that drop rules kept back (with the rule's name).
-
-    `held` are the resolves of alerts a drop rule matches: a rule may stop pages, never the resolve of an
-    incident opened before it applied (it was added, or its time window began). settle() decides them.
-    """
+    """The events for one notification, and the firing alerts that drop rules kept back (with the rule's name)."""
 
     events: list[Event]
     dropped: list[tuple[Alert, str]]
-    held: list[Event] = dataclasses.field(default_factory=list)
-
-    def settle(self, open_keys: Collection[str] | None) -> Plan:
-        """The plan with its held resolves decided: each goes out if `open_keys` (the dedup_keys the ledger
-        holds open on the route) names it, or whenever that is unknown (None: no ledger, or it could not be
-        read), since resolving an incident that was never opened is harmless."""
-        if not self.held:
-            return self
-        sent = [e for e in self.held if open_keys is None or e.dedup_key in open_keys]
-        released = {fingerprint for e in sent for fingerprint, _ in e.members}
-        dropped = [(a, rule) for a, rule in self.dropped if a.fingerprint not in released]
-        return Plan(self.events + sent, dropped)
 
 
 def plan(notification: Notification, rules: EventRules, now: datetime) -> Plan:
     """Turn one notification into its Alert24 events: one per alert, or one per group in group mode.
 
     Urgency rules are evaluated at `now`. A group's event fires while any alert it keeps fires, and
-    resolves once none does.
+    resolves once none does. A drop rule stops pages, never resolves: the resolve of an alert it matches
+    goes out all the same, since the incident may have been opened before the rule applied (it was added,
+    or its time window began), and resolving one that was never opened is harmless.
     """
     kept: list[tuple[Alert, Decision]] = []
     dropped: list[tuple[Alert, str]] = []
@@ -110,21 +95,23 @@ def plan(notification: Notification, rules: EventRules, now: datetime) -> Plan:
         decision = decision_for(alert.labels, rules, now)
         if not decision.dropped_by:
             kept.append((alert, decision))
-            continue
-        dropped.append((alert, decision.dropped_by))
-        if alert.status == "resolved":
+        elif alert.status == "resolved":
             held.append((alert, Decision(*severity_for(alert.labels, rules), dropped_by=decision.dropped_by)))
+        else:
+            dropped.append((alert, decision.dropped_by))
     if rules.dedup_by == "group":
-        if kept:
-            return Plan([_group_event(notification, kept)], dropped)
-        return Plan([], dropped, [_held(_group_event(notification, held), held)] if held else [])
+        if not kept and not held:
+            return Plan([], dropped)
+        event = _group_event(notification, kept + held)
+        return Plan([event if kept else _held(event, held)], dropped)
     events = [_alert_event(alert, notification, decision) for alert, decision in kept]
-    return Plan(events, dropped, [_held(_alert_event(a, notification, d), [(a, d)]) for a, d in held])
+    events += [_held(_alert_event(a, notification, d), [(a, d)]) for a, d in held]
+    return Plan(events, dropped)
 
 
 def map_notification(notification: Notification, rules: EventRules, now: datetime | None = None) -> list[Event]:
-    """The events of plan(), evaluated now unless a time is given, with every held resolve sent."""
-    return plan(notification, rules, now or datetime.now(timezone.utc)).settle(None).events
+    """The events of plan(), evaluated now unless a time is given."""
+    return plan(notification, rules, now or datetime.now(timezone.utc)).events
 
 
 def decision_for(labels: dict[str, str], rules: EventRules, now: datetime) -> Decision:
@@ -248,9 +235,9 @@ def _group_event(notification: Notification, kept: list[tuple[Alert, Decision]])
 
 
 def _held(event: Event, alerts: list[tuple[Alert, Decision]]) -> Event:
-    """A resolve held under a drop rule, its why saying so."""
+    """The resolve of alerts a drop rule matches, its why saying it goes out all the same."""
     rules = ", ".join(sorted({repr(d.dropped_by) for _, d in alerts}))
-    why = f"drop rule {rules} stops pages, not resolves: sent unless the ledger knows the incident was never opened"
+    why = f"drop rule {rules} stops pages, not resolves: the incident may have opened before the rule applied"
     return dataclasses.replace(event, why={**event.why, "held": why})
 
 

@@ -421,16 +421,6 @@ def _pause_before_first_insert(ledger, barrier, monkeypatch):
     monkeypatch.setattr(ledger, "_connection", connection)
 
 
-def test_open_keys_names_the_open_incidents_of_one_route(ledger):
-    """What a resolve under a drop rule asks: which of these keys are open on this route (in chunks)."""
-    ledger.record("", [event("a"), event("b")], 1000.0)
-    ledger.record("db", [event("c")], 1000.0)
-    many = [f"k{i}" for i in range(1200)] + ["b"]
-    assert ledger.open_keys("", ["a", "c", "z"]) == {"a"}
-    assert ledger.open_keys("", many) == {"b"}
-    assert ledger.open_keys("db", ["a", "c"]) == {"c"}
-
-
 def test_known_tells_open_incidents_and_the_last_accepted_event(ledger):
     """What decide() reads: open since when with what severity, and what Alert24 accepted last and when."""
     from adapter.traffic import Known
