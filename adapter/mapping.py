@@ -245,31 +245,14 @@ def reconciled_resolve(
     dedup_key: str, severity: str, summary: str, fingerprints: tuple[str, ...], absent_since: datetime, now: datetime
 ) -> Event:
     """The resolve the reconciler sends for an incident whose alerts Alertmanager no longer reports."""
-    since = absent_since.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    since = _utc(absent_since)
     reason = (
         f"Closed by alert24-adapter: no Alertmanager has reported this alert since {since}, and Alertmanager "
         "sent no resolve (it was silenced or inhibited when it ended, its group was re-routed or truncated, "
         "or Alertmanager lost its state)."
     )
-    return Event(
-        dedup_key=dedup_key,
-        action="resolve",
-        payload={
-            "summary": truncate(summary or dedup_key, MAX_SUMMARY),
-            "severity": severity if severity in SEVERITIES else "warning",
-            "source": "alert24-adapter",
-            "timestamp": now.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "custom_details": {
-                "reconciled": True,
-                "reason": reason,
-                "absent_since": since,
-                "fingerprints": list(fingerprints),
-            },
-        },
-        links=[],
-        why={"dedup": "the incident's dedup_key in the ledger", "severity": "the severity it was triggered with"},
-        members=tuple((fp, "resolved") for fp in fingerprints),
-    )
+    details = {"reason": reason, "absent_since": since}
+    return _reconciler_event("resolve", dedup_key, severity, summary, fingerprints, now, details)
 
 
 def reopening_trigger(
@@ -280,26 +263,42 @@ def reopening_trigger(
         "Re-opened by alert24-adapter: the alert fired again while the adapter was resolving this incident "
         "as stale, so the resolve it had just sent is undone."
     )
+    event = _reconciler_event(
+        "trigger", dedup_key, severity, summary, fingerprints, now, {"reopened": True, "reason": reason}
+    )
+    return dataclasses.replace(event, alertname=alertname)
+
+
+def _reconciler_event(
+    action: str,
+    dedup_key: str,
+    severity: str,
+    summary: str,
+    fingerprints: tuple[str, ...],
+    now: datetime,
+    details: dict[str, Any],
+) -> Event:
+    """An event the reconciler sends of its own, for an incident of the ledger, its details saying why."""
+    status = "firing" if action == "trigger" else "resolved"
     return Event(
         dedup_key=dedup_key,
-        action="trigger",
+        action=action,
         payload={
             "summary": truncate(summary or dedup_key, MAX_SUMMARY),
             "severity": severity if severity in SEVERITIES else "warning",
             "source": "alert24-adapter",
-            "timestamp": now.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "custom_details": {
-                "reconciled": True,
-                "reopened": True,
-                "reason": reason,
-                "fingerprints": list(fingerprints),
-            },
+            "timestamp": _utc(now),
+            "custom_details": {"reconciled": True, **details, "fingerprints": list(fingerprints)},
         },
         links=[],
         why={"dedup": "the incident's dedup_key in the ledger", "severity": "the severity it was triggered with"},
-        members=tuple((fp, "firing") for fp in fingerprints),
-        alertname=alertname,
+        members=tuple((fp, status) for fp in fingerprints),
     )
+
+
+def _utc(moment: datetime) -> str:
+    """RFC 3339 in UTC, to the second: 2026-12-01T18:00:00Z."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _alert_details(alert: Alert) -> dict[str, Any]:
