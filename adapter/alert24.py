@@ -16,14 +16,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
-from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
@@ -31,12 +32,17 @@ from .mapping import Event, encode
 from .traffic import Backpressure, key_id
 from .version import __version__
 
+if TYPE_CHECKING:
+    from .rest import Call
+
 # Retried within a call. A 429 is not: it pauses every call for its integration key (traffic.Backpressure).
 RETRY_STATUSES = (408, 425, 500, 502, 503, 504)
 TOO_MANY = 429
 ACCEPTED, REJECTED, FAILED = "accepted", "rejected", "failed"
 # Never sent: Alert24 has accepted the same already (UNCHANGED), or it must not be called now (DEFERRED).
 UNCHANGED, DEFERRED = "unchanged", "deferred"
+# The REST format authenticates with the API key alone: its backpressure is kept under this name.
+REST_KEY = "rest-api"
 log = logging.getLogger("alert24_adapter.alert24")
 
 
@@ -63,6 +69,22 @@ class Delivery:
     seconds: float
     detail: str = ""
     request_id: str = ""
+    incident_id: str = ""  # the REST format: Alert24's id of the incident
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    """What one call to Alert24 came to: outcome, status and (for the REST format) JSON body, attempts and time; for
+    a failure, whether the request may have reached Alert24 all the same (`maybe_sent`: an answer lost, a 5xx)."""
+
+    outcome: str
+    status: int | None
+    body: Any
+    attempts: int
+    seconds: float
+    detail: str = ""
+    request_id: str = ""
+    maybe_sent: bool = False
 
 
 @dataclasses.dataclass(slots=True)
@@ -201,6 +223,14 @@ class Alert24Client:
         self._template = session.prepare_request(requests.Request("POST", api_url))
         self._adapter = session.get_adapter(api_url)
         self._send_options = {"verify": session.verify, "proxies": session.proxies, "cert": None}
+        # The REST format calls many URLs (ids, pages), through plain adapters: a GET or PUT is retried as an event
+        # is; a create only while it cannot have gone out (connect errors), so that a lost answer never creates
+        # twice (adapter.lifecycle looks it up instead).
+        size = {"pool_connections": 1, "pool_maxsize": self.max_in_flight}
+        self._rest = {
+            False: HTTPAdapter(**size, max_retries=retry.new(allowed_methods=frozenset({"GET", "PUT"}))),
+            True: HTTPAdapter(**size, max_retries=retry.new(read=0, status=0, other=0)),
+        }
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
@@ -234,8 +264,12 @@ class Alert24Client:
                 detail = _redact(f"unexpected error: {exc.__class__.__name__}: {str(exc)[:200]}", secrets)
                 return Delivery(event, FAILED, None, 0, 0.0, detail)
 
+        return self.fan_out(events, one)
+
+    def fan_out(self, events: Sequence[Event], one: Callable[[Event], Delivery]) -> list[Delivery]:
+        """one(event) for every event, several at once when there are many, every one waited for."""
         if len(events) <= 1 or self.concurrency == 1:
-            return [one(e) for e in events]
+            return [self._guarded(one, e) for e in events]
         # `concurrency` lanes take the events in order, one at a time: the webhook never holds more of
         # the shared fan-out workers than that, so concurrent webhooks share them fairly.
         results: list[Delivery | None] = [None] * len(events)
@@ -243,7 +277,7 @@ class Alert24Client:
 
         def lane() -> None:
             while (i := next(numbers)) < len(events):
-                results[i] = one(events[i])
+                results[i] = self._guarded(one, events[i])
 
         lanes = [self._executor().submit(lane) for _ in range(min(self.concurrency, len(events)))]
         # Every lane is waited for, whatever happens to one, so nothing is still being sent after the answer.
@@ -253,11 +287,90 @@ class Alert24Client:
             for e, r in zip(events, results, strict=True)
         ]
 
+    def call(self, call: Call, deadline: float, request_id: str = "", once: bool = False) -> Answer:
+        """One request of the REST format, within the deadline and the bound on calls in flight; `once`: retried
+        only while it cannot have reached Alert24 (a create)."""
+
+        def send(timeout: Timeout) -> requests.Response:
+            request = self.session.prepare_request(requests.Request(call.method, call.url, data=call.data()))
+            if request_id:
+                request.headers["X-Request-Id"] = request_id
+            response = self._rest[once].send(request, timeout=timeout, **self._send_options)
+            response.content  # noqa: B018 - reads the body, which hands the connection back to the pool
+            return response
+
+        return self._exchange(send, REST_KEY, deadline, self._secrets, "call", json_body=True)
+
+    def _exchange(
+        self,
+        send: Callable[[Timeout], requests.Response],
+        kid: str,
+        deadline: float,
+        secrets: tuple[str, ...],
+        what: str,
+        json_body: bool = False,
+    ) -> Answer:
+        """One call to Alert24 through send(timeout), for an event or a request of the REST format alike: not made
+        while its key is paused (backpressure) or the budget is spent; within a slot of the calls in flight and the
+        deadline; its status read into an outcome, and the key paused again on a 429 or 5xx. `json_body`: the answer's
+        JSON is kept (None when it is not JSON)."""
+        started = time.monotonic()
+        remaining = deadline - started
+        if time.time() < self.backpressure.paused_until(kid):
+            return Answer(DEFERRED, None, None, 0, 0.0, "backpressure")
+        if remaining <= 0.05:
+            return Answer(FAILED, None, None, 0, 0.0, f"the webhook time budget was spent before this {what}")
+        if not self._slots.acquire(timeout=remaining - 0.05):
+            detail = f"the time budget ran out waiting for one of the {self.max_in_flight} calls to Alert24 in flight"
+            return Answer(FAILED, None, None, 0, time.monotonic() - started, detail)
+        state = _CallState(self.timeout[0] + self.timeout[1], deadline)
+        token = _CALL.set(state)
+        try:
+            timeout = DeadlineTimeout(self.timeout[0], self.timeout[1], deadline)
+            with within(deadline):
+                response = send(timeout)
+        except requests.RequestException as exc:
+            seconds, attempts = time.monotonic() - started, state.retries + 1
+            return Answer(FAILED, None, None, attempts, seconds, describe(exc, secrets), "", _maybe_sent(exc))
+        finally:
+            _CALL.reset(token)
+            self._slots.release()
+        seconds, attempts, status = time.monotonic() - started, state.retries + 1, response.status_code
+        alert24_id = response.headers.get("X-Request-Id", "")[:128]
+        body = None
+        if json_body:
+            try:
+                body = response.json()
+            except (ValueError, RecursionError):  # not JSON, or nested too deep for the parser
+                body = None
+        if 200 <= status < 300:
+            self.backpressure.accepted(kid)
+            return Answer(ACCEPTED, status, body, attempts, seconds, "", alert24_id)
+        if status == TOO_MANY:
+            self.backpressure.slowed(kid, self._retry_after(response))
+        elif status >= 500:
+            # Already retried within the call (ALERT24_RETRIES): the next calls wait for a growing backoff.
+            self.backpressure.slowed(kid)
+        outcome = FAILED if status in RETRY_STATUSES or status >= 500 or status == TOO_MANY else REJECTED
+        detail = _reason(response, secrets)
+        return Answer(outcome, status, body, attempts, seconds, detail, alert24_id, status >= 500)
+
     def close(self) -> None:
         """Release pooled connections and fan-out workers."""
         if self._pool is not None:
             self._pool.shutdown(wait=False)
+        for adapter in self._rest.values():
+            adapter.close()
         self.session.close()
+
+    def _guarded(self, one: Callable[[Event], Delivery], event: Event) -> Delivery:
+        try:
+            return one(event)
+        except Exception as exc:
+            # A bug must not cost the other events their deliveries, nor be answered 2xx.
+            log.exception("unexpected error while delivering an event to Alert24")
+            detail = _redact(f"unexpected error: {exc.__class__.__name__}: {str(exc)[:200]}", self._secrets)
+            return Delivery(event, FAILED, None, 0, 0.0, detail)
 
     def _post(self, body: bytes, request_id: str, timeout: Timeout) -> requests.Response:
         """One POST through the session's adapter (urllib3 pool and Retry), from the prepared template."""
@@ -293,40 +406,16 @@ class Alert24Client:
         secrets: tuple[str, ...],
         kid: str = "",
     ) -> Delivery:
-        started = time.monotonic()
-        remaining = deadline - started
-        if time.time() < self.backpressure.paused_until(kid):
-            return Delivery(event, DEFERRED, None, 0, 0.0, "backpressure")
-        if remaining <= 0.05:
-            return Delivery(event, FAILED, None, 0, 0.0, "the webhook time budget was spent before this event")
-        if not self._slots.acquire(timeout=remaining - 0.05):
-            detail = f"the time budget ran out waiting for one of the {self.max_in_flight} calls to Alert24 in flight"
-            return Delivery(event, FAILED, None, 0, time.monotonic() - started, detail)
-        state = _CallState(self.timeout[0] + self.timeout[1], deadline)
-        token = _CALL.set(state)
-        try:
-            timeout = DeadlineTimeout(self.timeout[0], self.timeout[1], deadline)
-            with within(deadline):
-                response = self._post(encode(event, integration_key), request_id, timeout)
-        except requests.RequestException as exc:
-            return Delivery(event, FAILED, None, state.retries + 1, time.monotonic() - started, describe(exc, secrets))
-        finally:
-            _CALL.reset(token)
-            self._slots.release()
-        seconds = time.monotonic() - started
-        status = response.status_code
-        alert24_id = response.headers.get("X-Request-Id", "")[:128]
-        attempts = state.retries + 1
-        if 200 <= status < 300:
-            self.backpressure.accepted(kid)
-            return Delivery(event, ACCEPTED, status, attempts, seconds, "", alert24_id)
-        if status == TOO_MANY:
-            self.backpressure.slowed(kid, self._retry_after(response))
-        elif status >= 500:
-            # Already retried within the call (ALERT24_RETRIES): the next calls wait for a growing backoff.
-            self.backpressure.slowed(kid)
-        outcome = FAILED if status in RETRY_STATUSES or status >= 500 or status == TOO_MANY else REJECTED
-        return Delivery(event, outcome, status, attempts, seconds, _reason(response, secrets), alert24_id)
+        answer = self._exchange(
+            lambda timeout: self._post(encode(event, integration_key), request_id, timeout),
+            kid,
+            deadline,
+            secrets,
+            "event",
+        )
+        return Delivery(
+            event, answer.outcome, answer.status, answer.attempts, answer.seconds, answer.detail, answer.request_id
+        )
 
     def _retry_after(self, response: requests.Response) -> float | None:
         """Alert24's Retry-After in seconds (a number or an HTTP date), or None without a usable one."""
@@ -409,10 +498,18 @@ def _reason(response: requests.Response, secrets: tuple[str, ...]) -> str:
             message = str(error.get("message") or error.get("type") or "")
         elif isinstance(error, str):
             message = error
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep for the parser
         pass
     text = f"Alert24 answered {response.status_code}" + (f": {message}" if message else "")
     return _redact(text[:500], secrets)
+
+
+def _maybe_sent(exc: requests.RequestException) -> bool:
+    """Whether a failed call may have reached Alert24: anything but a connection that was never made."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    cause = exc.args[0] if exc.args else None
+    return not isinstance(getattr(cause, "reason", cause), ConnectTimeoutError)
 
 
 def describe(exc: requests.RequestException, secrets: tuple[str, ...], service: str = "Alert24") -> str:

@@ -47,7 +47,8 @@ class State:
     @classmethod
     def of(cls, config: Config) -> State:
         default = None
-        if config.integration_key or config.dry_run:
+        # The rest format needs no integration key: the API key authenticates its calls.
+        if config.integration_key or config.dry_run or config.format == "rest":
             default = Target(
                 "default",
                 config.integration_key,
@@ -55,6 +56,8 @@ class State:
                 config.shared_secrets,
                 route="",
                 heartbeat_matchers=config.heartbeat_matchers,
+                format=config.format,
+                api_url=config.api_url,
             )
         routes = {
             r.name: Target(
@@ -64,6 +67,8 @@ class State:
                 config.shared_secrets if r.shared_secrets is None else r.shared_secrets,
                 route=r.name,
                 heartbeat_matchers=config.heartbeat_matchers if r.heartbeat_matchers is None else r.heartbeat_matchers,
+                format=r.format,
+                api_url=config.api_url,
             )
             for r in config.routes
         }

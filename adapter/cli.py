@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from urllib.parse import urlsplit
 
-from . import alertmanager, heartbeat
+from . import alertmanager, heartbeat, rest
 from .config import from_env
 from .errors import AdapterError, ConfigError, LedgerError
 from .mapping import plan
@@ -57,11 +57,20 @@ def main(argv: list[str] | None = None) -> int:
 
     p = commands.add_parser(
         "send-test",
-        help="POST a test notification to a running adapter and report the answer",
-        description="POST a realistic test notification to a running adapter with the configured shared "
-        "secret (SHARED_SECRET or SHARED_SECRET_FILE) and report what came back.",
+        help="POST a test notification to a running adapter, or a test incident to Alert24, and report the answer",
+        description="With --url: POST a realistic test notification to a running adapter with the configured shared "
+        "secret (SHARED_SECRET or SHARED_SECRET_FILE) and report what came back. With --direct: create and then "
+        "resolve a test incident at Alert24 itself (ALERT24_API_URL, with the configured keys) in a wire format, "
+        "and report what the account accepted: which format your Alert24 speaks.",
     )
-    p.add_argument("--url", required=True, help="the adapter's webhook URL, e.g. http://127.0.0.1:8080/alertmanager")
+    p.add_argument("--url", help="the adapter's webhook URL, e.g. http://127.0.0.1:8080/alertmanager")
+    p.add_argument("--direct", action="store_true", help="call Alert24 itself instead of a running adapter")
+    p.add_argument(
+        "--format",
+        choices=("events", "rest", "both"),
+        help="with --direct: the wire format to try (default: the configured one; both: each, and say which works)",
+    )
+    p.add_argument("--route", default="", help="with --direct: use this route's keys and format")
     p.add_argument("--resolve", action="store_true", help="send the resolve for the test alert afterwards")
     p.add_argument("--severity", default="critical", help="severity label of the test alert (default: critical)")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for each answer (default: 15)")
@@ -132,6 +141,30 @@ def check_config(args) -> int:
         finally:
             ledger.close()
         print(f"ledger OK: {config.ledger_display()}, {open_now} open incident(s)", file=sys.stderr)
+    if config.rest_routes():
+        where = ", ".join(config.rest_routes())
+        if off or not config.ledger_on:
+            print(
+                f"alert24-adapter: the rest format ({where}) needs the ledger, which keeps each incident's Alert24 "
+                "id; without it every event is looked up at Alert24 before it is sent: set LEDGER_URL, or make "
+                "STATE_DIRECTORY writable",
+                file=sys.stderr,
+            )
+            return 1
+        print(
+            f"format rest on {where}: Alert24's documented API; the ledger keeps each incident's id "
+            f"({config.ledger_display()})",
+            file=sys.stderr,
+        )
+        if urlsplit(config.ledger_url or "").scheme == "sqlite":
+            # Claims keep one incident per key only among processes that share them.
+            print(
+                f"warning: format rest on {where} with a SQLite ledger, which this replica alone sees: run "
+                "several replicas (or both members of an HA pair on different adapters) only with one shared "
+                "PostgreSQL ledger (LEDGER_URL=postgresql://...), or two of them may each create an incident "
+                "for one alert",
+                file=sys.stderr,
+            )
     if config.ledger_on and not off and config.resend_interval > 0:
         print(
             f"resends: a trigger Alert24 accepted less than RESEND_INTERVAL {_duration(config.resend_interval)} ago "
@@ -159,13 +192,13 @@ def render(args) -> int:
     except (AdapterError, OSError, ValueError) as exc:
         print(f"alert24-adapter: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
-    rules, matchers = config.rules, config.heartbeat_matchers
+    rules, matchers, wire = config.rules, config.heartbeat_matchers, config.format
     if args.route:
         routes = {r.name: r for r in config.routes}
         if args.route not in routes:
             print(f"alert24-adapter: no route {args.route!r} in ADAPTER_CONFIG", file=sys.stderr)
             return 1
-        rules = routes[args.route].rules
+        rules, wire = routes[args.route].rules, routes[args.route].format
         matchers = matchers if routes[args.route].heartbeat_matchers is None else routes[args.route].heartbeat_matchers
     beats = ()
     if config.heartbeat_url:
@@ -176,7 +209,13 @@ def render(args) -> int:
     # Without the ledger, a resolve a drop rule matches is sent, in case its incident is open.
     planned = plan(notification, rules, datetime.now(timezone.utc))
     events = planned.events
+    if wire == "rest":
+        _render_rest(config, args.route, planned, args.json)
+        if not events and not beats:
+            print("no events: the payload has no alerts, or rules dropped them all", file=sys.stderr)
+        return 0
     decisions = _decisions(config, args.route, events)
+    path = urlsplit(config.api_url).path
     for alert, rule in planned.dropped:
         if args.json:
             print(json.dumps({"dropped": alert.fingerprint, "rule": rule, "labels": alert.labels}))
@@ -185,17 +224,87 @@ def render(args) -> int:
     for i, event in enumerate(events, 1):
         decision = decisions.get(event.dedup_key)
         if args.json:
-            print(json.dumps({**event.body(), "why": event.why, **({"decision": decision} if decision else {})}))
+            shown = {**event.body(), "why": event.why, "request": {"method": "POST", "path": path}}
+            print(json.dumps({**shown, **({"decision": decision} if decision else {})}))
             continue
         print(f"event {i} of {len(events)}: {event.action} dedup_key={event.dedup_key} severity={event.severity}")
         for what, why in event.why.items():
             print(f"  {what}: {why}")
         if decision:
             print(f"  decision: {decision['verdict']}: {decision['explanation']}")
+        print(f"  request: POST {path} (the body below, with the integration key)")
         print("  body: " + json.dumps(event.body(), indent=2).replace("\n", "\n  "))
     if not events and not beats:
         print("no events: the payload has no alerts, or rules dropped them all", file=sys.stderr)
     return 0
+
+
+def _render_rest(config, route: str, planned, as_json: bool) -> None:
+    """The requests of the rest format each event becomes now, from what the ledger holds of its key (rest.step)."""
+    events = planned.events
+    records = _rest_records(config, route, events)
+    now, at = time.time(), datetime.now(timezone.utc)
+    for alert, rule in planned.dropped:
+        if as_json:
+            print(json.dumps({"dropped": alert.fingerprint, "rule": rule, "labels": alert.labels}))
+        else:
+            print(f"dropped: alert {alert.fingerprint} ({alert.labels.get('alertname', '')}) by rule {rule!r}")
+    for i, event in enumerate(events, 1):
+        todo = rest.step(records.get(event.dedup_key), event, now, rest.lease(config.time_budget))
+        calls = _rest_calls(todo, event, config.api_url, route, at)
+        step = {"step": todo.kind, "reason": todo.reason, "requests": [c.describe() for c in calls]}
+        if as_json:
+            print(json.dumps({"dedup_key": event.dedup_key, "action": event.action, "why": event.why, **step}))
+            continue
+        print(f"event {i} of {len(events)}: {event.action} dedup_key={event.dedup_key} severity={event.severity}")
+        for what, why in event.why.items():
+            print(f"  {what}: {why}")
+        print(f"  step: {todo.kind}: {todo.reason}" + (" (nothing is sent)" if not calls else ""))
+        for call in step["requests"]:
+            print(f"  request: {call['method']} {call['path']}")
+            if "body" in call:
+                print("  body: " + json.dumps(call["body"], indent=2).replace("\n", "\n  "))
+        if todo.kind == rest.FIND:
+            if event.action == "trigger":
+                found = "the one found is adopted" + (", else it is created" if todo.may_create else "")
+            else:
+                found = "each one found is resolved"
+            print(f"  then: the open incidents are read page by page for the tag dedup:{event.dedup_key}; {found}")
+
+
+def _rest_calls(todo: rest.Step, event, api_url: str, route: str, at: datetime) -> list[rest.Call]:
+    """The requests a step sends first: a lookup begins with the first page of open incidents."""
+    if todo.kind == rest.CREATE:
+        return [rest.create(event, api_url, route)]
+    if todo.kind == rest.UPDATE:
+        return [rest.update(todo.incident_id, api_url, todo.changes)]
+    if todo.kind == rest.RESOLVE:
+        return [rest.resolve(todo.incident_id, api_url, at)]
+    if todo.kind == rest.FIND:
+        first = rest.page(api_url, 0)
+        if event.action == "resolve" or todo.may_create:
+            return [first, rest.preview(event, api_url, route, at)]
+        return [first]
+    return []
+
+
+def _rest_records(config, route: str, events) -> dict:
+    """What the ledger holds of the events' keys in the rest format; nothing without a ledger to read."""
+    from .ledger import open_ledger
+
+    if not events or not config.ledger_on:
+        return {}
+    path = urlsplit(config.ledger_url).path if config.ledger_url.startswith("sqlite:") else None
+    if path is not None and not os.path.exists(path):
+        return {}  # reading would create the file: a render changes nothing
+    ledger = open_ledger(config.ledger_url, config.ledger_display())
+    try:
+        return ledger.rest_records(route, [e.dedup_key for e in events])
+    except LedgerError as exc:
+        print(f"alert24-adapter: ledger not read, so each key is shown as new: {exc.message}", file=sys.stderr)
+        return {}
+    finally:
+        ledger.close()
 
 
 def _decisions(config, route: str, events) -> dict[str, dict]:
@@ -291,6 +400,11 @@ def _render_heartbeats(found, url: str, as_json: bool) -> None:
 def send_test(args) -> int:
     import requests
 
+    if bool(args.url) == bool(args.direct):
+        print("alert24-adapter: send-test: give --url (a running adapter) or --direct (Alert24)", file=sys.stderr)
+        return 2
+    if args.direct:
+        return _send_direct(args)
     try:
         config = from_env({**os.environ, "DRY_RUN": "true"})
     except ConfigError as exc:
@@ -316,25 +430,101 @@ def send_test(args) -> int:
     return 0 if ok else 1
 
 
+def _send_direct(args) -> int:
+    """Create and resolve a test incident at Alert24 in each format asked for, and say which the account took."""
+    try:
+        config = from_env({**os.environ, "ALLOW_UNAUTHENTICATED": "true"})
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"alert24-adapter: configuration error: {line}", file=sys.stderr)
+        return 1
+    if config.dry_run:
+        print("alert24-adapter: send-test --direct calls Alert24: unset DRY_RUN", file=sys.stderr)
+        return 1
+    route = {r.name: r for r in config.routes}.get(args.route) if args.route else None
+    if args.route and route is None:
+        print(f"alert24-adapter: no route {args.route!r} in ADAPTER_CONFIG", file=sys.stderr)
+        return 1
+    wire = (route.format if route else config.format) if args.format is None else args.format
+    formats = ("events", "rest") if wire == "both" else (wire,)
+    key = route.integration_key if route else config.integration_key
+    rules = route.rules if route else config.rules
+    from .alert24 import Alert24Client
+    from .mapping import map_notification
+
+    firing = _test_notification(args.severity)
+    events = [map_notification(alertmanager.parse(body), rules)[0] for body in (firing, _resolved(firing))]
+    client = Alert24Client.from_config(config)
+    took = []
+    try:
+        for name in formats:
+            probe = _probe_events if name == "events" else _probe_rest
+            if probe(client, config, args.route, key, events, args.timeout):
+                took.append(name)
+    finally:
+        client.close()
+    host = urlsplit(config.api_url).netloc
+    print(f"{host} accepted: {', '.join(took) if took else 'neither format'} (tried: {', '.join(formats)})")
+    return 0 if took else 1
+
+
+def _probe_events(client, config, route: str, key: str | None, events, timeout: float) -> bool:
+    if not key:
+        print("events: not tried: no integration key (ALERT24_INTEGRATION_KEY, or the route's)")
+        return False
+    for event in events:
+        [d] = client.send([event], key, time.monotonic() + timeout)
+        print(f"events: {event.action}: {_answered(d.outcome, d.status, d.request_id, d.detail)}")
+        if d.outcome != "accepted":
+            return False
+    return True
+
+
+def _answered(outcome: str, status: int | None, request_id: str, detail: str) -> str:
+    rid = f" request_id={request_id}" if request_id else ""
+    return f"{outcome} (HTTP {status or '-'}){rid}" + (f": {detail}" if detail else "")
+
+
+def _probe_rest(client, config, route: str, key: str | None, events, timeout: float) -> bool:
+    trigger, _ = events
+    answer = client.call(rest.create(trigger, config.api_url, route), time.monotonic() + timeout, once=True)
+    incident_id = rest.created_id(answer.body) if answer.outcome == "accepted" else None
+    detail = answer.detail or (f"id {incident_id}" if incident_id else "no incident id in the answer: not the REST API")
+    print(f"rest: create: {_answered(answer.outcome, answer.status, answer.request_id, detail)}")
+    if incident_id is None:
+        return False
+    at = datetime.now(timezone.utc)
+    answer = client.call(rest.resolve(incident_id, config.api_url, at), time.monotonic() + timeout)
+    print(f"rest: resolve {incident_id}: {_answered(answer.outcome, answer.status, answer.request_id, answer.detail)}")
+    return answer.outcome == "accepted"
+
+
 def incidents(args) -> int:
     config, ledger = _ledger()
     if ledger is None:
         return 1
     try:
         entries = ledger.entries()
+        ids = {}  # the rest format's: Alert24's id of each incident
+        for route in {e.route for e in entries}:
+            records = ledger.rest_records(route, [e.dedup_key for e in entries if e.route == route])
+            ids.update({(route, key): r.incident_id for key, r in records.items() if r.incident_id})
     except LedgerError as exc:
         print(f"alert24-adapter: {exc.message}", file=sys.stderr)
         return 1
     finally:
         ledger.close()
     for e in entries:
+        incident_id = ids.get(e.key)
         if args.json:
-            print(json.dumps({**e.as_dict(), "route": e.route_name}))
+            shown = {**e.as_dict(), "route": e.route_name}
+            print(json.dumps({**shown, "alert24_incident_id": incident_id} if incident_id else shown))
             continue
         absent = f" absent since {_when(e.absent_since)}" if e.absent_since is not None else ""
+        at = f" alert24 id {incident_id}" if incident_id else ""
         print(
             f"{e.route_name} {e.dedup_key} {e.alertname or '-'} {e.severity} "
-            f"first {_when(e.first_seen)} last {_when(e.last_seen)}{absent}: {e.summary}"
+            f"first {_when(e.first_seen)} last {_when(e.last_seen)}{absent}{at}: {e.summary}"
         )
     print(f"{len(entries)} open incident(s) in {config.ledger_display()}", file=sys.stderr)
     return 0

@@ -13,6 +13,7 @@ from . import heartbeat
 from .errors import ConfigError
 from .mapping import DEDUP_MODES, SEVERITIES, EventRules
 from .policy import Matcher, PolicyError, parse_matchers, parse_rules
+from .rest import DEFAULT_REST_SEVERITY, DEFAULT_REST_SEVERITY_MAP, FORMATS, REST_SEVERITIES
 
 DEFAULT_API_URL = "https://app.alert24.io/api/v1/incidents"
 DEFAULT_STATE_DIRECTORY = "/var/lib/alert24-adapter"
@@ -49,6 +50,7 @@ ROUTE_KEYS = {
     "dedup_by",
     "rules",
     "heartbeat_matchers",
+    "format",
 }
 
 
@@ -62,9 +64,11 @@ class Route:
     shared_secrets: tuple[str, ...] | None = dataclasses.field(default=None, repr=False)
     rules: EventRules = EventRules()
     heartbeat_matchers: tuple[Matcher, ...] | None = None  # None: the global HEARTBEAT_MATCHERS
+    format: str = "events"  # the wire format: events (the article's) or rest (Alert24's documented API)
 
     def masked(self) -> dict[str, object]:
         return {
+            "format": self.format,
             "integration_key": MASK if self.integration_key else None,
             "shared_secrets": "the global SHARED_SECRET"
             if self.shared_secrets is None
@@ -115,6 +119,7 @@ class Config:
     resend_interval: float = 3600.0
     rate_limit: int = 0  # events a minute per integration key; 0: no budget
     ledger_implicit: bool = False  # the default SQLite file under STATE_DIRECTORY, not a LEDGER_URL
+    format: str = "events"  # ALERT24_FORMAT: the wire format of plain /alertmanager and of routes that set none
 
     @property
     def reconciler_on(self) -> bool:
@@ -123,6 +128,11 @@ class Config:
     @property
     def ledger_on(self) -> bool:
         return self.ledger_url is not None
+
+    def rest_routes(self) -> list[str]:
+        """The routes that speak the REST format ("default" for plain /alertmanager), which need the ledger."""
+        names = ["default"] if self.format == "rest" else []
+        return names + [r.name for r in self.routes if r.format == "rest"]
 
     def ledger_display(self) -> str | None:
         """The ledger's URL without its password, for logs and check-config."""
@@ -167,6 +177,7 @@ VARIABLES = {
     "routes": "routes",
     "alertmanager_urls": "ALERTMANAGER_URL",
     "rate_limit": "ALERT24_RATE_LIMIT",
+    "format": "ALERT24_FORMAT",
     "ledger_implicit": "LEDGER_URL",
 }
 # What a running process cannot change: the ledger is opened once, and its store holds the open incidents.
@@ -227,16 +238,40 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         env.problem("ALERT24_API_URL must be an http:// or https:// URL")
 
-    rules = EventRules(
+    wire_format = env.choice("ALERT24_FORMAT", "events", FORMATS)
+    events_rules = EventRules(
         severity_label=env.text("SEVERITY_LABEL", "severity"),
         severity_map=env.severity_map("SEVERITY_MAP", DEFAULT_SEVERITY_MAP),
         default_severity=env.choice("DEFAULT_SEVERITY", "warning", SEVERITIES),
         dedup_by=env.choice("DEDUP_BY", "alert", DEDUP_MODES),
     )
+    # The REST format's severities are the documented ones: its map and default are its own.
+    bases = {
+        "events": events_rules,
+        "rest": dataclasses.replace(
+            events_rules,
+            severity_map=env.severity_map("REST_SEVERITY_MAP", DEFAULT_REST_SEVERITY_MAP, REST_SEVERITIES),
+            default_severity=env.choice("REST_DEFAULT_SEVERITY", DEFAULT_REST_SEVERITY, REST_SEVERITIES),
+        ),
+    }
+    rules = bases[wire_format]
     routes: tuple[Route, ...] = ()
     if config_file:
-        rules, routes = _load_file(config_file, env, rules, dry_run)
-    if not integration_key and not dry_run and not routes and "ALERT24_INTEGRATION_KEY" not in env.faulty:
+        rules, routes = _load_file(config_file, env, rules, dry_run, bases, wire_format)
+    rest_in_use = wire_format == "rest" or any(r.format == "rest" for r in routes)
+    api_key = env.secret("ALERT24_API_KEY")
+    if rest_in_use and not api_key and not dry_run and "ALERT24_API_KEY" not in env.faulty:
+        env.problem(
+            "ALERT24_API_KEY is not set: the rest format (ALERT24_FORMAT, or a route's format) authenticates with "
+            "an Alert24 API key of write scope; set it (or ALERT24_API_KEY_FILE), or set DRY_RUN=true"
+        )
+    if (
+        not integration_key
+        and not dry_run
+        and not routes
+        and wire_format != "rest"
+        and "ALERT24_INTEGRATION_KEY" not in env.faulty
+    ):
         env.problem(
             "ALERT24_INTEGRATION_KEY is not set: set it (or ALERT24_INTEGRATION_KEY_FILE) "
             "to the key of your Alert24 integration, or set DRY_RUN=true"
@@ -255,7 +290,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         shared_secrets=secrets,
         allow_unauthenticated=allow_unauthenticated,
         integration_key=integration_key,
-        api_key=env.secret("ALERT24_API_KEY"),
+        api_key=api_key,
         api_url=api_url,
         dry_run=dry_run,
         connect_timeout=connect_timeout,
@@ -274,7 +309,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         body_timeout=env.number("BODY_READ_TIMEOUT", 10.0, 0.5, 120),
         config_file=config_file,
         routes=routes,
-        **_reconciling(env, *_traffic(env)),
+        format=wire_format,
+        **_reconciling(env, *_traffic(env), needs_ledger=rest_in_use),
         **_heartbeat(env),
     )
     if not dry_run:
@@ -306,10 +342,12 @@ def _traffic(env: _Env) -> tuple[float, int]:
     return resend, limit
 
 
-def _reconciling(env: _Env, resend_interval: float = 0.0, rate_limit: int = 0) -> dict[str, object]:
+def _reconciling(
+    env: _Env, resend_interval: float = 0.0, rate_limit: int = 0, needs_ledger: bool = False
+) -> dict[str, object]:
     """The ledger and reconciler settings. The ledger is LEDGER_URL, else the SQLite file under STATE_DIRECTORY
-    whenever something needs it: the reconciler (ALERTMANAGER_URL), RESEND_INTERVAL (on by default) or the
-    rate budget."""
+    whenever something needs it: the reconciler (ALERTMANAGER_URL), RESEND_INTERVAL (on by default), the
+    rate budget, or the rest format (`needs_ledger`), whose incidents' ids it keeps."""
     urls = tuple(u.strip().rstrip("/") for u in env.text("ALERTMANAGER_URL", "").split(",") if u.strip())
     for url in urls:
         parts = urlsplit(url)
@@ -345,7 +383,7 @@ def _reconciling(env: _Env, resend_interval: float = 0.0, rate_limit: int = 0) -
                 f"LEDGER_URL: a PostgreSQL ledger needs psycopg 3, which cannot be loaded ({missing}): "
                 "install the adapter with its postgresql extra, pip install 'alert24-adapter[postgresql]'"
             )
-    elif (urls or resend_interval > 0 or rate_limit) and "LEDGER_URL" not in env.faulty:
+    elif (urls or resend_interval > 0 or rate_limit or needs_ledger) and "LEDGER_URL" not in env.faulty:
         # systemd's StateDirectory= may list several directories; the first is the adapter's.
         state = env.text("STATE_DIRECTORY", DEFAULT_STATE_DIRECTORY).split(":")[0]
         ledger_url = "sqlite://" + os.path.join(os.path.abspath(state), LEDGER_FILE)
@@ -454,8 +492,17 @@ def parse_duration(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _load_file(path: str, env: _Env, base: EventRules, dry_run: bool) -> tuple[EventRules, tuple[Route, ...]]:
-    """The urgency rules and routes of the ADAPTER_CONFIG file; problems are reported with the file's name."""
+def _load_file(
+    path: str,
+    env: _Env,
+    base: EventRules,
+    dry_run: bool,
+    bases: dict[str, EventRules] | None = None,
+    wire_format: str = "events",
+) -> tuple[EventRules, tuple[Route, ...]]:
+    """The urgency rules and routes of the ADAPTER_CONFIG file; problems are reported with the file's name.
+
+    A route of another format than ALERT24_FORMAT starts from that format's rules in `bases`."""
     import yaml  # only needed with a configuration file
 
     problems: list[str] = []
@@ -495,7 +542,12 @@ def _load_file(path: str, env: _Env, base: EventRules, dry_run: bool) -> tuple[E
             problems.append(f"{where}: unknown key {key!r}")
         key = _file_secret(spec, "integration_key", where, env, problems)
         named = spec.get("integration_key_env") is not None or spec.get("integration_key_file") is not None
-        if not named and not dry_run:
+        route_format = _file_choice(spec, "format", FORMATS, wire_format, where, problems)
+        start = rules
+        if route_format != wire_format:
+            start = dataclasses.replace((bases or {})[route_format], urgency=urgency)
+        severities = REST_SEVERITIES if route_format == "rest" else SEVERITIES
+        if not named and not dry_run and route_format != "rest":
             problems.append(f"{where}: no integration key; set integration_key_env or integration_key_file")
         secret_text = _file_secret(spec, "shared_secret", where, env, problems)
         secrets = None
@@ -506,16 +558,16 @@ def _load_file(path: str, env: _Env, base: EventRules, dry_run: bool) -> tuple[E
             elif any(is_placeholder(s) for s in secrets):
                 env.placeholders.append(f"{where}.shared_secret")
         route_rules = EventRules(
-            severity_label=_file_choice(spec, "severity_label", None, rules.severity_label, where, problems),
-            severity_map=_file_severity_map(spec.get("severity_map"), rules.severity_map, where, problems),
+            severity_label=_file_choice(spec, "severity_label", None, start.severity_label, where, problems),
+            severity_map=_file_severity_map(spec.get("severity_map"), start.severity_map, where, problems, severities),
             default_severity=_file_choice(
-                spec, "default_severity", SEVERITIES, rules.default_severity, where, problems
+                spec, "default_severity", severities, start.default_severity, where, problems
             ),
-            dedup_by=_file_choice(spec, "dedup_by", DEDUP_MODES, rules.dedup_by, where, problems),
+            dedup_by=_file_choice(spec, "dedup_by", DEDUP_MODES, start.dedup_by, where, problems),
             urgency=parse_rules(spec.get("rules"), f"{where}.rules", problems) + urgency,
         )
         matchers = _file_matchers(spec.get("heartbeat_matchers"), where, problems)
-        routes.append(Route(name, key, secrets, route_rules, matchers))
+        routes.append(Route(name, key, secrets, route_rules, matchers, route_format))
     for line in problems:
         env.problem(f"{path}: {line}")
     return rules, tuple(routes)
@@ -556,7 +608,9 @@ def _file_choice(spec: dict, key: str, allowed, default: str, where: str, proble
     return value.lower() if allowed else value
 
 
-def _file_severity_map(value, default, where: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
+def _file_severity_map(
+    value, default, where: str, problems: list[str], severities: tuple[str, ...] = SEVERITIES
+) -> tuple[tuple[str, str], ...]:
     if value is None:
         return default
     if not isinstance(value, dict) or not value:
@@ -564,8 +618,8 @@ def _file_severity_map(value, default, where: str, problems: list[str]) -> tuple
         return default
     pairs = []
     for label, target in value.items():
-        if not isinstance(target, str) or target.lower() not in SEVERITIES:
-            problems.append(f"{where}.severity_map.{label}: {target!r} is not one of {', '.join(SEVERITIES)}")
+        if not isinstance(target, str) or target.lower() not in severities:
+            problems.append(f"{where}.severity_map.{label}: {target!r} is not one of {', '.join(severities)}")
             continue
         pairs.append((str(label).lower(), target.lower()))
     return tuple(pairs)
@@ -664,7 +718,9 @@ class _Env:
             self.placeholders.append(name)
         return value
 
-    def severity_map(self, name: str, default: str) -> tuple[tuple[str, str], ...]:
+    def severity_map(
+        self, name: str, default: str, severities: tuple[str, ...] = SEVERITIES
+    ) -> tuple[tuple[str, str], ...]:
         pairs = []
         for item in self.text(name, default).split(","):
             if not item.strip():
@@ -674,8 +730,8 @@ class _Env:
             if not sep or not label:
                 self.problem(f"{name} must be a comma-separated list of label=severity pairs")
                 return ()
-            if target not in SEVERITIES:
-                self.problem(f"{name} maps {label!r} to an unknown severity; use one of {', '.join(SEVERITIES)}")
+            if target not in severities:
+                self.problem(f"{name} maps {label!r} to an unknown severity; use one of {', '.join(severities)}")
                 return ()
             pairs.append((label, target))
         return tuple(pairs)

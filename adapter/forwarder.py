@@ -11,12 +11,13 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from . import heartbeat as beats
-from . import traffic
-from .alert24 import ACCEPTED, DEFERRED, FAILED, REJECTED, UNCHANGED, Alert24Client, Delivery
+from . import rest, traffic
+from .alert24 import ACCEPTED, DEFERRED, FAILED, REJECTED, REST_KEY, UNCHANGED, Alert24Client, Delivery
 from .alertmanager import Notification
 from .errors import AdapterError, DeliveryDeferred, DeliveryFailed, DeliveryRejected, LedgerError
 from .heartbeat import Heartbeat
 from .ledger import Ledger
+from .lifecycle import Lifecycle
 from .mapping import Event, EventRules, plan
 from .metrics import Metrics
 from .policy import Matcher
@@ -44,6 +45,12 @@ class Target:
     secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     route: str = ""  # as the ledger keys it: "" for plain /alertmanager, else the route's name
     heartbeat_matchers: tuple[Matcher, ...] = ()  # alerts that ping the heartbeat instead (with HEARTBEAT_URL)
+    format: str = "events"  # the wire format: events (one POST per event) or rest (adapter.lifecycle)
+    api_url: str = ""  # ALERT24_API_URL, for the requests a dry run shows
+
+    def requests(self, events: list[Event], now: datetime) -> list[dict[str, object]]:
+        """The requests of the rest format that the events become when their keys are new (a dry run's answer)."""
+        return [rest.preview(e, self.api_url, self.route, now).describe() for e in events]
 
 
 @dataclasses.dataclass
@@ -57,6 +64,7 @@ class Report:
     dropped: int = 0
     heartbeat: str | None = None  # the heartbeat's outcome, when the notification held heartbeat alerts
     heartbeats: int = 0
+    requests: list[dict[str, object]] | None = None  # a dry run in the rest format: what would be sent
 
     def summary(self) -> dict[str, object]:
         """Counts for the response body and the webhook log line."""
@@ -165,22 +173,33 @@ class Forwarder:
             m.grouped.inc(len(notification.alerts) - dropped)
 
         if dry_run or client is None:
-            for event in events:
+            requests = target.requests(events, self.clock()) if target.format == "rest" else None
+            for i, event in enumerate(events):
                 m.events.labels(event.action, "dry_run", dedup_by).inc()
-                log.info("dry run: event not sent", extra={"route": target.name, "event": event.body()})
+                shown = {"request": requests[i]} if requests is not None else {"event": event.body()}
+                log.info("dry run: event not sent", extra={"route": target.name, **shown})
             outcome, _ = self._beat(found, target, None)
-            return Report(events, [], True, None, dropped, outcome, len(found.beats) if found else 0)
+            beats_seen = len(found.beats) if found else 0
+            return Report(events, [], True, None, dropped, outcome, beats_seen, requests)
 
         deadline = started + self.time_budget
         send_by = deadline if self.ledger is None else deadline - min(LEDGER_SHARE_MAX, LEDGER_SHARE * self.time_budget)
         integration_key = target.integration_key or ""
-        sending, settled, resume_at = self._pace(client, target, events, integration_key, send_by)
-        deliveries = client.send(sending, integration_key, send_by, request_id) if sending else []
-        paused = client.backpressure.paused_until(traffic.key_id(integration_key))
-        if paused > time.time():
-            m.paused_until.labels(target.name, traffic.BACKPRESSURE).set(paused)
-        resume_at = max(resume_at, paused)
-        deliveries += settled
+        if target.format == "rest":
+            # Its own decisions (adapter.rest.step): an open key's repeat sends nothing, whatever RESEND_INTERVAL.
+            lifecycle = Lifecycle(client, self.ledger, target.route, send_by, request_id, rest.lease(self.time_budget))
+            deliveries = lifecycle.deliver(events)
+            resume_at = client.backpressure.paused_until(REST_KEY)
+            if resume_at > time.time():
+                m.paused_until.labels(target.name, traffic.BACKPRESSURE).set(resume_at)
+        else:
+            sending, settled, resume_at = self._pace(client, target, events, integration_key, send_by)
+            deliveries = client.send(sending, integration_key, send_by, request_id) if sending else []
+            paused = client.backpressure.paused_until(traffic.key_id(integration_key))
+            if paused > time.time():
+                m.paused_until.labels(target.name, traffic.BACKPRESSURE).set(paused)
+            resume_at = max(resume_at, paused)
+            deliveries += settled
         for d in deliveries:
             e = d.event
             m.events.labels(e.action, d.outcome, dedup_by).inc()
@@ -208,6 +227,10 @@ class Forwarder:
             }
             if d.request_id:
                 fields["alert24_request_id"] = d.request_id
+            if d.incident_id:
+                fields["alert24_incident_id"] = d.incident_id
+            if target.format == "rest":
+                fields["rest"] = d.detail
             if d.outcome == ACCEPTED:
                 log.info("event delivered", extra=fields)
             else:

@@ -22,13 +22,14 @@ from urllib.parse import urlsplit
 
 from .errors import LedgerError
 from .mapping import Event
+from .rest import Record
 from .traffic import MARGIN, WINDOW, Known, grant
 
 if TYPE_CHECKING:
     import sqlite3
 
 log = logging.getLogger("alert24_adapter.ledger")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # After a failure to reach the store, the hot path skips it this long instead of waiting on it again.
 # Contention (a lock another process holds) is no failure: it is waited for, up to the caller's deadline.
 BACKOFF_SECONDS = 10.0
@@ -76,6 +77,21 @@ MIGRATIONS = (
         )""",
         "CREATE INDEX IF NOT EXISTS alert24_adapter_budget_key ON alert24_adapter_budget (key_id, sent_at)",
     ),
+    # 3: the REST format's record of each key (rest.Record): Alert24's id of its incident with the title and
+    # severity it holds; or, while the id is NULL, the claim on a create in flight, uncertain once its answer was lost.
+    (
+        """CREATE TABLE IF NOT EXISTS alert24_adapter_rest (
+            route TEXT NOT NULL,
+            dedup_key TEXT NOT NULL,
+            incident_id TEXT,
+            title TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            claimant TEXT,
+            claimed_at DOUBLE PRECISION,
+            uncertain INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (route, dedup_key)
+        )""",
+    ),
 )
 # How long the record of an accepted event is kept (the app sets RESEND_INTERVAL's), and how often old ones go.
 ACCEPTED_RETENTION, PRUNE_EVERY = 86400.0, 60.0
@@ -115,6 +131,11 @@ class Entry:
     def of(cls, row: Sequence) -> Entry:
         """An Entry from a row of _COLUMNS."""
         return cls(row[0], row[1], tuple(row[2].split()), row[3], row[4], row[5], row[6], row[7], row[8])
+
+
+def _record(row: Sequence) -> Record:
+    """A rest.Record from a row of Ledger._select_rest."""
+    return Record(row[1], row[2], row[3], row[4], bool(row[5]))
 
 
 def merged(old: tuple[str, ...], members: Sequence[tuple[str, str]]) -> tuple[str, ...]:
@@ -314,6 +335,119 @@ class Ledger:
     def _lock_budget(self, cur, key_id: str) -> None:
         """Serialise budget takes for one key across the store's writers (SQLite's write lock already does)."""
 
+    # -- the REST format's records ----------------------------------------------------------------
+
+    def rest_records(self, route: str, dedup_keys: Sequence[str], deadline: float | None = None) -> dict[str, Record]:
+        """What the REST format keeps of these keys on the route: incident ids, or claims on creates."""
+        found: dict[str, Record] = {}
+
+        def work(cur) -> None:
+            for i in range(0, len(dedup_keys), 500):  # under every store's limit of bound parameters
+                chunk = dedup_keys[i : i + 500]
+                marks = ", ".join("?" * len(chunk))
+                cur.execute(self._sql(f"{self._select_rest} AND dedup_key IN ({marks})"), (route, *chunk))
+                found.update((row[0], _record(row)) for row in cur.fetchall())
+
+        self._run(work, write=False, deadline=deadline)
+        return found
+
+    def claim(
+        self, route: str, dedup_key: str, claimant: str, now: float, lease: float, deadline: float | None = None
+    ) -> tuple[bool, Record | None]:
+        """Take the right to create the key's incident, as `claimant`. (True, None): nothing held the key.
+        (True, the claim replaced): one older than `lease` seconds, whose create may have reached Alert24: look the
+        incident up first. (False, what holds the key): its incident's id, or a claim still fresh (a create in
+        flight, or one whose answer was lost: uncertain)."""
+
+        def work(cur) -> tuple[bool, Record | None]:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO alert24_adapter_rest (route, dedup_key, incident_id, title, severity, claimant, "
+                    "claimed_at, uncertain) VALUES (?, ?, NULL, '', '', ?, ?, 0) "
+                    "ON CONFLICT (route, dedup_key) DO NOTHING"
+                ),
+                (route, dedup_key, claimant, now),
+            )
+            if cur.rowcount == 1:
+                return True, None
+            cur.execute(self._sql(f"{self._select_rest} AND dedup_key = ?"), (route, dedup_key))
+            row = cur.fetchone()
+            held = _record(row) if row else None
+            if held is None or held.incident_id or now - (held.claimed_at or 0) < lease:
+                return False, held
+            # Taken over only from the claim just read: of two processes taking over at once, one wins. It stays
+            # uncertain, as the create it replaces may yet show up at Alert24.
+            cur.execute(
+                self._sql(
+                    "UPDATE alert24_adapter_rest SET claimant = ?, claimed_at = ?, uncertain = 1 WHERE route = ? "
+                    "AND dedup_key = ? AND incident_id IS NULL AND claimant = ? AND claimed_at = ?"
+                ),
+                (claimant, now, route, dedup_key, row[6], row[4]),
+            )
+            return cur.rowcount == 1, held
+
+        return self._run(work, deadline=deadline)
+
+    def rest_open(
+        self,
+        route: str,
+        dedup_key: str,
+        incident_id: str,
+        title: str,
+        severity: str,
+        uncertain: bool = False,
+        deadline: float | None = None,
+    ) -> None:
+        """The key's incident is open at Alert24 with this id, title and severity; any claim on it is done.
+        `uncertain`: a create whose answer was lost came before, and may have made another."""
+        self._run(
+            lambda cur: cur.execute(
+                self._sql(
+                    "INSERT INTO alert24_adapter_rest (route, dedup_key, incident_id, title, severity, claimant, "
+                    "claimed_at, uncertain) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?) ON CONFLICT (route, dedup_key) "
+                    "DO UPDATE SET incident_id = excluded.incident_id, title = excluded.title, "
+                    "severity = excluded.severity, claimant = NULL, claimed_at = NULL, uncertain = excluded.uncertain"
+                ),
+                (route, dedup_key, incident_id, title, severity, int(uncertain)),
+            ),
+            deadline=deadline,
+        )
+
+    def rest_uncertain(self, route: str, dedup_key: str, claimant: str, deadline: float | None = None) -> None:
+        """The claimant's create may have reached Alert24 unanswered: whoever comes next looks it up first."""
+        self._run(
+            lambda cur: cur.execute(
+                self._sql(
+                    "UPDATE alert24_adapter_rest SET uncertain = 1 WHERE route = ? AND dedup_key = ? "
+                    "AND claimant = ? AND incident_id IS NULL"
+                ),
+                (route, dedup_key, claimant),
+            ),
+            deadline=deadline,
+        )
+
+    def rest_release(self, route: str, dedup_key: str, claimant: str, deadline: float | None = None) -> None:
+        """The claimant's create certainly did not happen (refused, or never sent): the key is free again."""
+        self._run(
+            lambda cur: cur.execute(
+                self._sql(
+                    "DELETE FROM alert24_adapter_rest WHERE route = ? AND dedup_key = ? AND claimant = ? "
+                    "AND incident_id IS NULL"
+                ),
+                (route, dedup_key, claimant),
+            ),
+            deadline=deadline,
+        )
+
+    def rest_forget(self, route: str, dedup_key: str, deadline: float | None = None) -> None:
+        """The key's incident is resolved (or gone) at Alert24."""
+        self._run(
+            lambda cur: cur.execute(
+                self._sql("DELETE FROM alert24_adapter_rest WHERE route = ? AND dedup_key = ?"), (route, dedup_key)
+            ),
+            deadline=deadline,
+        )
+
     def entries(self) -> list[Entry]:
         """Every open incident, oldest first."""
 
@@ -391,6 +525,10 @@ class Ledger:
             cur.execute(self._sql(f"SELECT {_COLUMNS} FROM alert24_adapter_incidents WHERE last_seen < ?"), (before,))  # noqa: S608 - constant
             rows = cur.fetchall()
             cur.execute(self._sql("DELETE FROM alert24_adapter_incidents WHERE last_seen < ?"), (before,))
+            for row in rows:  # and the rest format's record of each, with them
+                cur.execute(
+                    self._sql("DELETE FROM alert24_adapter_rest WHERE route = ? AND dedup_key = ?"), (row[0], row[1])
+                )
             return rows
 
         return [Entry.of(r) for r in self._run(work)]
@@ -398,6 +536,10 @@ class Ledger:
     # -- plumbing ---------------------------------------------------------------------------------
 
     _select_members = "SELECT fingerprints FROM alert24_adapter_incidents WHERE route = ? AND dedup_key = ?"
+    _select_rest = (
+        "SELECT dedup_key, incident_id, title, severity, claimed_at, uncertain, claimant FROM alert24_adapter_rest "
+        "WHERE route = ?"
+    )
     _select_entry = f"SELECT {_COLUMNS} FROM alert24_adapter_incidents WHERE route = ? AND dedup_key = ?"  # noqa: S608 - constant
     _insert = (
         "INSERT INTO alert24_adapter_incidents (route, dedup_key, fingerprints, alertname, summary, "

@@ -24,8 +24,10 @@ from .config import Config
 from .errors import AlertmanagerUnavailable, LedgerError
 from .forwarder import Target
 from .ledger import Entry, Ledger
+from .lifecycle import Lifecycle
 from .mapping import reconciled_resolve, reopening_trigger
 from .metrics import Metrics
+from .rest import lease
 from .version import __version__
 
 log = logging.getLogger("alert24_adapter.reconciler")
@@ -107,7 +109,7 @@ class AlertmanagerAPI:
             raise AlertmanagerUnavailable(f"Alertmanager {url} answered {r.status_code}")
         try:
             alerts = r.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep for the parser
             raise AlertmanagerUnavailable(f"Alertmanager {url} answered something that is not JSON") from None
         if not isinstance(alerts, list) or not all(
             isinstance(a, dict) and isinstance(a.get("fingerprint"), str) for a in alerts
@@ -237,7 +239,9 @@ class Reconciler:
         by_route: dict[str, tuple[Target, list[Entry]]] = {}
         for entry in stale_entries:
             target = state.default if entry.route == "" else state.routes.get(entry.route)
-            if target is None or (not target.integration_key and not state.config.dry_run):
+            # The rest format needs no integration key: the API key authenticates its calls.
+            keyless = target is not None and target.format != "rest" and not target.integration_key
+            if target is None or (keyless and not state.config.dry_run):
                 report.unsendable.append(entry)
                 log.warning(
                     "reconciler: the incident's route is no longer configured; it stays open until it expires",
@@ -260,7 +264,7 @@ class Reconciler:
                 for e in entries
             ]
             targets[target.route] = target
-            deliveries = self.client.send(events, target.integration_key or "", time.monotonic() + budget, request_id)
+            deliveries = self._send(target, events, budget, request_id)
             for entry, d in zip(entries, deliveries, strict=True):
                 self.metrics.reconciled.labels(d.outcome).inc()
                 fields = {**_fields(entry), "outcome": d.outcome, "alert24_status": d.status, "attempts": d.attempts}
@@ -294,7 +298,7 @@ class Reconciler:
             event = reopening_trigger(
                 entry.dedup_key, entry.severity, entry.summary, entry.fingerprints, entry.alertname, at
             )
-            [d] = self.client.send([event], target.integration_key or "", time.monotonic() + budget, request_id)
+            [d] = self._send(target, [event], budget, request_id)
             fields = {**_fields(entry), "outcome": d.outcome, "alert24_status": d.status, "attempts": d.attempts}
             if d.outcome == ACCEPTED:
                 log.warning(
@@ -307,6 +311,15 @@ class Reconciler:
                     f"{d.detail}",
                     extra=fields,
                 )
+
+    def _send(self, target: Target, events: list, budget: float, request_id: str) -> list[Delivery]:
+        """The events delivered as webhooks deliver them: in the rest format, a resolve is the PUT on the
+        incident's id (looked up by its tag when the ledger has none) and a re-opening trigger a new incident."""
+        deadline = time.monotonic() + budget
+        if target.format == "rest":
+            rest_run = Lifecycle(self.client, self.ledger, target.route, deadline, request_id, lease(budget))
+            return rest_run.deliver(events)
+        return self.client.send(events, target.integration_key or "", deadline, request_id)
 
     def _skipped(self, reason: str, ledger_operation: str | None, forget: bool, dry_run: bool) -> PassReport:
         if ledger_operation:

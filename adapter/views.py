@@ -222,7 +222,7 @@ def answer(report: Report, notification: alertmanager.Notification):
         status, outcome = 200, "dry_run" if report.dry_run else "delivered"
         if report.dry_run:
             body["dry_run"] = True
-            body["would_send"] = [e.body() for e in report.events]
+            body["would_send"] = report.requests if report.requests is not None else [e.body() for e in report.events]
     rt.metrics.webhooks.labels(outcome, str(status)).inc()
     rt.log_webhook(notification, outcome, status, body)
     return jsonify(body), status

@@ -101,6 +101,7 @@ def postgres_url(postgres):
         "DROP TABLE IF EXISTS alert24_adapter_incidents",
         "DROP TABLE IF EXISTS alert24_adapter_accepted",
         "DROP TABLE IF EXISTS alert24_adapter_budget",
+        "DROP TABLE IF EXISTS alert24_adapter_rest",
         "DROP TABLE IF EXISTS alert24_adapter_meta",
         database="alert24",
     )

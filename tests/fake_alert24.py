@@ -63,10 +63,13 @@ class FakeAlert24:
         self.server.server_close()
         self.thread.join(timeout=5)
 
-    def fail(self, status: int = 503, times: int = 1, retry_after: str | None = None) -> None:
-        """Answer the next `times` requests with `status` (and a Retry-After header when given)."""
+    def fail(
+        self, status: int = 503, times: int = 1, retry_after: str | None = None, method: str | None = None
+    ) -> None:
+        """Answer the next `times` requests (of the REST mode's `method` only, when given) with `status` (and a
+        Retry-After header when given)."""
         with self.lock:
-            self._plan.extend({"status": status, "retry_after": retry_after} for _ in range(times))
+            self._plan.extend({"status": status, "retry_after": retry_after, "method": method} for _ in range(times))
 
     def fail_for(self, seconds: float, status: int = 503, retry_after: str | None = None) -> None:
         """Answer every request with `status` (and a Retry-After header when given) for the next `seconds`."""
@@ -86,21 +89,28 @@ class FakeAlert24:
         with self.lock:
             return [r["at"] for r in self.requests if status is None or r["status"] == status]
 
-    def drop(self, times: int = 1) -> None:
-        """Close the connection without answering, for the next `times` requests."""
+    def drop(self, times: int = 1, method: str | None = None) -> None:
+        """Close the connection without answering, for the next `times` requests (of `method`, when given)."""
         with self.lock:
-            self._plan.extend({"drop": True} for _ in range(times))
+            self._plan.extend({"drop": True, "method": method} for _ in range(times))
 
-    def drop_after(self, times: int = 1) -> None:
-        """Do what the next `times` requests ask, then close the connection without answering: a create that
-        reached Alert24 while its answer was lost."""
+    def drop_after(self, times: int = 1, method: str | None = None) -> None:
+        """Do what the next `times` requests (of `method`, when given) ask, then close the connection without
+        answering: a create that reached Alert24 while its answer was lost."""
         with self.lock:
-            self._plan.extend({"drop": True, "after": True} for _ in range(times))
+            self._plan.extend({"drop": True, "after": True, "method": method} for _ in range(times))
 
-    def delay(self, seconds: float, times: int = 1) -> None:
-        """Answer the next `times` requests of the REST mode `seconds` late, having done what they ask."""
+    def delay(self, seconds: float, times: int = 1, method: str | None = None) -> None:
+        """Answer the next `times` requests of the REST mode (of `method`, when given) `seconds` late, having done
+        what they ask."""
         with self.lock:
-            self._plan.extend({"delay": seconds} for _ in range(times))
+            self._plan.extend({"delay": seconds, "method": method} for _ in range(times))
+
+    def garble(self, raw: bytes, times: int = 1, method: str | None = None) -> None:
+        """Do what the next `times` requests of the REST mode (of `method`, when given) ask, and answer with its
+        status but `raw` for the body: an answer that cannot be read."""
+        with self.lock:
+            self._plan.extend({"raw": raw, "method": method} for _ in range(times))
 
     def calls(self, method: str | None = None, status: int | None = None) -> list[dict]:
         """The requests of the REST mode: {"method", "path", "body", "status"}, of a method and answer if given."""
@@ -200,10 +210,11 @@ class FakeAlert24:
         with self.lock:
             return [r["body"] for r in self.requests if r["status"] == 202]
 
-    def _next_failure(self) -> dict | None:
+    def _next_failure(self, method: str | None = None) -> dict | None:
         with self.lock:
-            if self._plan:
-                return self._plan.pop(0)
+            for i, planned in enumerate(self._plan):
+                if planned.get("method") in (None, method):
+                    return self._plan.pop(i)
             if time.monotonic() < self._fail_until:
                 return {"status": self._fail_status, "retry_after": self._fail_retry_after}
             if self._limit is not None:
@@ -256,9 +267,11 @@ class FakeAlert24:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = None
-                failure = fake._next_failure()
+                failure = fake._next_failure(self.command)
+                raw_answer = failure.get("raw") if failure else None
                 if failure and failure.get("delay"):
                     time.sleep(failure["delay"])
+                if failure and (failure.get("delay") or raw_answer is not None):
                     failure = None
                 if failure and failure.get("drop") and not failure.get("after"):
                     self._record(raw, None)
@@ -276,7 +289,7 @@ class FakeAlert24:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                data = json.dumps(answer).encode()
+                data = json.dumps(answer).encode() if raw_answer is None else raw_answer
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

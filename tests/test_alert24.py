@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import pathlib
+import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ import responses
 from responses import matchers
 from urllib3.exceptions import ProtocolError
 
+from adapter import rest
 from adapter.alert24 import ACCEPTED, FAILED, REJECTED, Alert24Client
 from adapter.alertmanager import parse
 from adapter.mapping import EventRules, map_notification
@@ -314,3 +316,68 @@ def test_an_answer_that_trickles_in_is_cut_off_at_the_deadline():
     assert found["sent"] < 1.3, f"the call took {found['sent']:.2f} s against a 1 s deadline"
     assert found["ping_ok"] is False and "timed out" in found["ping_detail"], found
     assert found["pinged"] < 1.3, f"the ping took {found['pinged']:.2f} s against a 1 s deadline"
+
+
+def test_a_rest_call_is_the_exact_request():
+    call = rest.update("inc_1", API_URL, {"severity": "high"})
+    with responses.RequestsMock() as mock:
+        mock.add(
+            responses.PUT,
+            f"{API_URL}/inc_1",
+            status=200,
+            json={"data": {"id": "inc_1"}},
+            headers={"X-Request-Id": "req-9"},
+            match=[
+                matchers.json_params_matcher({"severity": "high"}),
+                matchers.header_matcher({"Authorization": f"Bearer {API_KEY}", "X-Request-Id": "rid-1"}),
+            ],
+        )
+        answer = make_client().call(call, far(), "rid-1")
+    assert (answer.outcome, answer.status, answer.request_id) == (ACCEPTED, 200, "req-9")
+    assert answer.body == {"data": {"id": "inc_1"}}
+
+
+@pytest.mark.parametrize(
+    "method, once, attempts, outcome",
+    [
+        pytest.param("PUT", False, 3, REJECTED, id="put-retried-then-404"),
+        pytest.param("GET", False, 3, ACCEPTED, id="get-retried-then-200"),
+        pytest.param("POST", True, 1, FAILED, id="create-never-retried-after-it-went-out"),
+    ],
+)
+def test_rest_calls_are_retried_but_a_create_only_before_it_goes_out(method, once, attempts, outcome):
+    with FakeAlert24(rest=True) as fake:
+        fake.fail(503, times=2)
+        url = f"{fake.url}/inc_9" if method == "PUT" else fake.url
+        body = {"POST": {"title": "x"}, "PUT": {"severity": "low"}, "GET": None}[method]
+        call = rest.Call(method, url, body)
+        answer = make_client(fake.url).call(call, far(), once=once)
+        assert len(fake.requests) == attempts
+    assert (answer.outcome, answer.attempts) == (outcome, attempts)
+    assert answer.maybe_sent == (method == "POST")
+
+
+@pytest.mark.parametrize(
+    "trouble, maybe_sent",
+    [
+        pytest.param("refused", False, id="never-connected-not-in-doubt"),
+        pytest.param("dropped", True, id="dropped-after-sending-in-doubt"),
+        pytest.param("late", True, id="answered-after-the-timeout-in-doubt"),
+    ],
+)
+def test_a_failed_create_says_whether_it_may_have_reached_alert24(trouble, maybe_sent):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    try:
+        with FakeAlert24(rest=True) as fake:
+            url = f"http://127.0.0.1:{closed.getsockname()[1]}/api/v1/incidents" if trouble == "refused" else fake.url
+            if trouble == "dropped":
+                fake.drop()
+            if trouble == "late":
+                fake.delay(1.0)
+            client = make_client(url, read_timeout=0.3, retries=2)
+            answer = client.call(rest.Call("POST", url, {"title": "x"}), far(), once=True)
+    finally:
+        closed.close()
+    assert answer.outcome == FAILED
+    assert answer.maybe_sent == maybe_sent

@@ -392,3 +392,50 @@ def test_bad_traffic_settings_name_their_variable(overrides, problem):
     with pytest.raises(ConfigError) as err:
         make_config(**overrides)
     assert str(err.value).startswith(problem)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        pytest.param({"ALERT24_FORMAT": "soap"}, "ALERT24_FORMAT must be one of events, rest", id="unknown-format"),
+        pytest.param(
+            {"ALERT24_FORMAT": "rest", "ALERT24_API_KEY": None},
+            "ALERT24_API_KEY is not set: the rest format",
+            id="rest-needs-an-api-key",
+        ),
+        pytest.param(
+            {"REST_SEVERITY_MAP": "warning=warning"},
+            "REST_SEVERITY_MAP maps 'warning' to an unknown severity; use one of critical, high, medium, low, "
+            "maintenance",
+            id="rest-map-takes-documented-severities-only",
+        ),
+        pytest.param(
+            {"REST_DEFAULT_SEVERITY": "warning"},
+            "REST_DEFAULT_SEVERITY must be one of critical, high, medium, low, maintenance",
+            id="rest-default-severity",
+        ),
+    ],
+)
+def test_bad_format_settings_name_their_variable(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        make_config(**overrides)
+    assert message in str(err.value)
+
+
+def test_events_is_the_default_format():
+    c = make_config()
+    assert c.format == "events" and c.rest_routes() == [] and c.rules.default_severity == "warning"
+
+
+def test_rest_format_needs_no_integration_key_and_always_has_the_ledger(tmp_path):
+    """The ledger keeps each incident's id: the rest format turns on the default one even with RESEND_INTERVAL=0."""
+    c = make_config(
+        ALERT24_FORMAT="rest", ALERT24_INTEGRATION_KEY=None, RESEND_INTERVAL="0", STATE_DIRECTORY=str(tmp_path)
+    )
+    assert c.format == "rest" and c.rest_routes() == ["default"]
+    assert c.ledger_url == f"sqlite://{tmp_path}/ledger.db" and c.ledger_implicit
+    assert c.rules.severity_map == (("critical", "critical"), ("warning", "high"), ("info", "low"))
+    assert c.rules.default_severity == "medium"
+    assert c.masked()["format"] == "rest"
+    mapped = make_config(ALERT24_FORMAT="rest", REST_SEVERITY_MAP="p1=critical", STATE_DIRECTORY=str(tmp_path))
+    assert mapped.rules.severity_map == (("p1", "critical"),)

@@ -287,3 +287,12 @@ def test_gthread_remains_a_choice_and_patches_nothing(tmp_path):
         [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_the_ledger_has_a_writable_home_in_the_pod(k8s, container):
+    """The root file system is read-only: the default SQLite ledger lives on a volume at STATE_DIRECTORY."""
+    text = (ROOT / "Containerfile").read_text()
+    state = re.search(r"^ENV STATE_DIRECTORY=(\S+)$", text, re.M).group(1)
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in k8s["Deployment"]["spec"]["template"]["spec"]["volumes"]}
+    assert state in mounts and "emptyDir" in volumes[mounts[state]]

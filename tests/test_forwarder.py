@@ -9,7 +9,8 @@ import pytest
 from adapter import create_app
 from adapter.metrics import Metrics
 
-from .conftest import SECRET, make_config, payload
+from .conftest import API_KEY, SECRET, make_config, payload
+from .fake_alert24 import FakeAlert24
 from .slow_alert24 import SlowAlert24
 
 # How far past the budget an answer may come: the clock of one test process, not of the adapter.
@@ -62,3 +63,54 @@ def test_whole_answer_fits_the_time_budget(tmp_path, fake, env, ledger_locked, s
     budget = float(env["WEBHOOK_TIME_BUDGET"])
     assert r.status_code == status
     assert took <= budget + SLACK, f"answered after {took:.2f} s, budget {budget:g} s"
+
+
+def webhook(client, name):
+    headers = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
+    return client.post("/alertmanager", data=json.dumps(payload(name)), headers=headers)
+
+
+@pytest.mark.parametrize("wire", ["events", "rest"])
+def test_either_format_triggers_once_absorbs_the_repeat_and_resolves(tmp_path, wire):
+    """The same behaviour over both wire formats: the trigger reaches Alert24 once, its repeat is absorbed (the
+    ledger knows it), the resolve arrives; each answered 200 once Alert24 holds it."""
+    with FakeAlert24(rest=wire == "rest") as fake:
+        config = make_config(
+            ALERT24_API_URL=fake.url, ALERT24_FORMAT=wire, RESEND_INTERVAL="1h", LEDGER_URL=f"sqlite://{tmp_path}/l.db"
+        )
+        client = create_app(config, metrics=Metrics()).test_client()
+        answers = [webhook(client, name) for name in ("firing-single", "firing-single", "resolved-single")]
+        calls = [r["method"] for r in fake.requests]
+        left_open = fake.open_incidents()
+    counts = [(r.status_code, r.json["accepted"], r.json.get("unchanged", 0)) for r in answers]
+    assert counts == [(200, 1, 0), (200, 0, 1), (200, 1, 0)]
+    assert calls == (["GET", "POST", "PUT"] if wire == "rest" else ["POST", "POST"])
+    assert left_open == []
+
+
+@pytest.mark.parametrize(
+    "fail, status",
+    [
+        pytest.param(lambda fake: fake.fail(400, method="POST"), 422, id="refused-is-422"),
+        pytest.param(lambda fake: fake.fail_for(30), 503, id="outage-is-503"),
+    ],
+)
+def test_the_rest_format_answers_alertmanager_as_the_events_format_does(tmp_path, fail, status):
+    with FakeAlert24(rest=True) as fake:
+        config = make_config(ALERT24_API_URL=fake.url, ALERT24_FORMAT="rest", LEDGER_URL=f"sqlite://{tmp_path}/l.db")
+        client = create_app(config, metrics=Metrics()).test_client()
+        fail(fake)
+        r = webhook(client, "firing-single")
+    assert r.status_code == status and API_KEY not in r.get_data(as_text=True)
+
+
+def test_a_dry_run_in_the_rest_format_answers_the_exact_requests(tmp_path):
+    config = make_config(DRY_RUN="true", ALERT24_FORMAT="rest", STATE_DIRECTORY=str(tmp_path))
+    client = create_app(config, metrics=Metrics()).test_client()
+    [create] = webhook(client, "firing-single").json["would_send"]
+    assert (create["method"], create["path"]) == ("POST", "/api/v1/incidents")
+    assert create["body"]["title"] == "Error rate above 5% for 10 minutes"
+    assert create["body"]["tags"][0] == "dedup:114048fe91a99bfd"
+    [resolve] = webhook(client, "resolved-single").json["would_send"]
+    assert (resolve["method"], resolve["path"]) == ("PUT", "/api/v1/incidents/{id}")
+    assert resolve["body"]["status"] == "resolved"

@@ -378,3 +378,19 @@ def test_a_webhook_during_the_pass_never_leaves_a_live_incident_closed(setup, mo
         assert trigger["payload"]["summary"] == "Disk /var is 98% full", "as the webhook left it"
         assert trigger["payload"]["custom_details"]["reopened"] is True
     assert [e.dedup_key for e in ledger.entries()] == left
+
+
+def test_a_stale_incident_of_the_rest_format_is_resolved_by_a_put_on_its_id(setup, mock, clock):
+    _, ledger, reconciler = setup(ALERT24_FORMAT="rest")
+    ledger.record("", [event("a")], 1000.0)
+    ledger.rest_open("", "a", "inc_1", "disk full", "high")
+    mock.add(responses.PUT, f"{API_URL}/inc_1", json={"data": {"id": "inc_1", "status": "resolved"}})
+    am(mock, AM1, [])
+    am(mock, AM2, [])
+    reconciler.run_pass()
+    clock.now += GRACE
+    assert reconciler.run_pass().outcome == RESOLVED
+    [put] = [c for c in mock.calls if c.request.method == "PUT"]
+    assert json.loads(put.request.body)["status"] == "resolved"
+    assert not sent(mock), "no event is posted in the rest format"
+    assert ledger.entries() == [] and ledger.rest_records("", ["a"]) == {}

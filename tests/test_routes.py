@@ -452,3 +452,50 @@ def test_readyz_names_routes_only_to_a_caller_with_a_secret(client, authorizatio
     assert ready.status_code == 200
     assert ready.json.get("routes") == routes
     assert "payments" not in ready.get_data(as_text=True) or routes
+
+
+def test_a_route_may_speak_the_rest_format(tmp_path):
+    """Its severities are the REST API's, starting from REST_SEVERITY_MAP; it needs no integration key."""
+    path = tmp_path / "adapter.yml"
+    path.write_text(
+        "routes:\n"
+        "  ops:\n    format: rest\n    severity_map: {page: critical, warning: high}\n"
+        "  infra:\n    format: rest\n"
+        "  db:\n    integration_key_env: DB_KEY\n"
+    )
+    env = {**BASE_ENV, "ADAPTER_CONFIG": str(path), "DB_KEY": "db-key-123456", "STATE_DIRECTORY": str(tmp_path)}
+    c = from_env(env)
+    routes = {r.name: r for r in c.routes}
+    assert routes["ops"].format == "rest" and routes["ops"].integration_key is None
+    assert dict(routes["ops"].rules.severity_map) == {"page": "critical", "warning": "high"}
+    assert dict(routes["infra"].rules.severity_map) == {"critical": "critical", "warning": "high", "info": "low"}
+    assert routes["infra"].rules.default_severity == "medium"
+    assert routes["db"].format == "events" and routes["db"].rules.default_severity == "warning"
+    assert c.rest_routes() == ["ops", "infra"]
+    assert c.masked()["routes"]["ops"]["format"] == "rest"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        pytest.param(
+            "routes:\n  ops:\n    format: soap\n", "routes.ops.format: must be one of events, rest", id="format"
+        ),
+        pytest.param(
+            "routes:\n  ops:\n    format: rest\n    severity_map: {warning: warning}\n",
+            "routes.ops.severity_map.warning: 'warning' is not one of critical, high, medium, low, maintenance",
+            id="rest-severities",
+        ),
+        pytest.param(
+            "routes:\n  ops:\n    format: rest\n    default_severity: warning\n",
+            "routes.ops.default_severity: must be one of critical, high, medium, low, maintenance",
+            id="rest-default-severity",
+        ),
+    ],
+)
+def test_a_routes_format_is_validated(tmp_path, text, expected):
+    path = tmp_path / "adapter.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        from_env({**BASE_ENV, "ADAPTER_CONFIG": str(path), "STATE_DIRECTORY": str(tmp_path)})
+    assert f"{path}: {expected}" in str(err.value)

@@ -1,0 +1,415 @@
+"""Delivering events in the REST format: each event becomes the calls its incident's lifecycle needs.
+
+rest.step() decides from the ledger's record of the key; around it, the I/O: a claim in the ledger before a
+create (so that two workers, replicas or Alertmanagers never create one key twice), the create, update and
+resolve calls through the Alert24 client, the incident's id kept in the ledger, and lookups among the open
+incidents by their `dedup:` tag. A create whose answer was lost (a timeout, a connection dropped after the request
+went out, a 5xx) leaves its claim uncertain: the next attempt, in this webhook or a later one, looks the incident
+up before it creates again.
+
+A lookup reads the whole list of open incidents once per webhook, page by page, and the webhook's events share
+it. Paged by offset, that list must not shrink while it is read, so the webhook's own resolves wait for a scan
+in progress, and a scan for the resolves in flight. A scan stopped by its bound knows nothing of the incidents
+it did not read: an event whose key it did not find fails (503) rather than create or take its incident as gone.
+
+Paging does not depend on the ledger: when it cannot be read, every event is looked up before it is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+
+from . import rest
+from .alert24 import ACCEPTED, DEFERRED, FAILED, REJECTED, UNCHANGED, Alert24Client, Answer, Delivery
+from .errors import LedgerError
+from .ledger import Ledger
+from .mapping import Event
+
+log = logging.getLogger("alert24_adapter.lifecycle")
+# While another process creates an incident, its id is looked for in the ledger this often.
+WAIT_PAUSE = 0.05
+# The least time left in which a create whose answer was lost is looked up at once.
+RECOVERY_MIN = 0.5
+
+
+class Lifecycle:
+    """One webhook's (or reconcile pass's) events delivered in the REST format to one route."""
+
+    def __init__(
+        self,
+        client: Alert24Client,
+        ledger: Ledger | None,
+        route: str,
+        deadline: float,
+        request_id: str = "",
+        lease: float = 8.0,  # rest.lease(WEBHOOK_TIME_BUDGET)
+        clock: Callable[[], float] = time.time,
+    ):
+        self.client, self.ledger, self.route = client, ledger, route
+        self.deadline, self.request_id, self.lease, self.clock = deadline, request_id, lease, clock
+        self.api_url = client.api_url
+        self.degraded = ledger is None
+        self._scan_lock = threading.Lock()
+        self._seen: list[dict] | None = None  # the open incidents of the last whole scan, in page order
+        self._truncated = False  # that scan stopped at rest.MAX_PAGES
+        self._scan_error: tuple[Answer | None, str] | None = None  # why a scan could not be read
+        self._scanned_after = 0  # how many of our creates had lost their answers when the scan began
+        self._rescanned = False
+        self._lost_creates = 0
+        # Our resolves shrink the list a scan pages through by offset: they wait for each other (see _resolving).
+        self._gate = threading.Condition()
+        self._scanning = False
+        self._resolves_in_flight = 0
+
+    def deliver(self, events: Sequence[Event]) -> list[Delivery]:
+        """Every event's Delivery: ACCEPTED once Alert24 holds the incident as the event says (created, updated,
+        found, resolved, or already gone), UNCHANGED when nothing needed sending, else why not."""
+        records: dict[str, rest.Record] = {}
+        if self.ledger is not None and events:
+            try:
+                records = self.ledger.rest_records(self.route, [e.dedup_key for e in events], self._by())
+            except LedgerError as exc:
+                self.degraded = True
+                log.warning(
+                    "ledger not read; each incident is looked up at Alert24 before it is created or resolved",
+                    extra={"route": self.route or "default", "error": exc.message, "events": len(events)},
+                )
+        return self.client.fan_out(list(events), lambda e: self._one(e, records.get(e.dedup_key)))
+
+    # -- one event ---------------------------------------------------------------------------------
+
+    def _one(self, event: Event, record: rest.Record | None) -> Delivery:
+        tally = _Tally()
+        if self.degraded:
+            todo = rest.Step(rest.FIND, "the ledger cannot be read")
+        else:
+            todo = rest.step(record, event, self.clock(), self.lease)
+        if todo.kind == rest.WAIT:
+            todo, record = self._wait(event)
+            if todo.kind == rest.WAIT:
+                detail = "another process is creating this incident and has not finished within the time budget"
+                return tally.delivery(event, FAILED, detail)
+        if todo.kind == rest.SKIP:
+            return Delivery(event, UNCHANGED, None, 0, 0.0, todo.reason, incident_id=todo.incident_id or "")
+        if todo.kind == rest.UPDATE:
+            return self._update(event, todo, tally, record)
+        if todo.kind == rest.RESOLVE:
+            return self._resolve(event, [todo.incident_id], tally, todo.reason, todo.sweep)
+        if event.action == "trigger" and todo.kind == rest.FIND and not todo.may_create:
+            return self._look(event, tally, todo.reason)
+        if event.action == "trigger":
+            return self._create(event, tally, doubted=record is not None or self.degraded)
+        found = self._find(event.dedup_key, tally)
+        if found is None:
+            return tally.failed(event)
+        steps = rest.after_find(event, found, todo.pending)
+        if steps[0].kind == rest.PENDING:
+            # The claim stays: the late incident is found, and resolved, by a retry.
+            return tally.delivery(event, FAILED, steps[0].reason)
+        if steps[0].kind == rest.NOTHING:
+            log.info(
+                "resolve for an incident that is not open at Alert24: nothing to do",
+                extra={"route": self.route or "default", "dedup_key": event.dedup_key, "why": todo.reason},
+            )
+            self._forget(event)
+            return tally.delivery(event, ACCEPTED, steps[0].reason)
+        return self._resolve(event, [s.incident_id for s in steps], tally, steps[0].reason)
+
+    def _wait(self, event: Event) -> tuple[rest.Step, rest.Record | None]:
+        """Another process holds the key's claim: its id, or its claim going stale or uncertain, is waited for."""
+        record = None
+        while time.monotonic() + WAIT_PAUSE < self.deadline:
+            time.sleep(WAIT_PAUSE)
+            try:
+                record = self.ledger.rest_records(self.route, [event.dedup_key], self._by()).get(event.dedup_key)
+            except LedgerError:
+                return rest.Step(rest.FIND, "the ledger cannot be read"), None
+            todo = rest.step(record, event, self.clock(), self.lease)
+            if todo.kind != rest.WAIT:
+                return todo, record
+        return rest.Step(rest.WAIT, "still being created"), record
+
+    def _update(self, event: Event, todo: rest.Step, tally: _Tally, record: rest.Record | None) -> Delivery:
+        answer = tally.add(self._call(rest.update(todo.incident_id, self.api_url, todo.changes)))
+        if rest.gone(answer.status, answer.body):
+            # Deleted at Alert24 while the alert fires: it is opened anew.
+            self._forget(event)
+            return self._create(event, tally, doubted=False)
+        if answer.outcome != ACCEPTED:
+            return tally.delivery(event, answer.outcome, answer.detail)
+        self._keep(event, todo.incident_id, bool(record and record.uncertain))
+        return tally.delivery(event, ACCEPTED, todo.reason, todo.incident_id)
+
+    def _resolve(self, event: Event, ids: list[str], tally: _Tally, why: str, sweep: bool = False) -> Delivery:
+        """PUT each incident resolved; with `sweep`, then every other open one found with the key's tag."""
+        if sweep:
+            found = self._find(event.dedup_key, tally)
+            if found is None:
+                return tally.failed(event)
+            strays = [i for i in found if i not in ids]
+            if strays:
+                log.warning(
+                    "resolving other open incidents of one key, made by a create whose answer was lost",
+                    extra={"route": self.route or "default", "dedup_key": event.dedup_key, "incidents": strays},
+                )
+            ids = [*ids, *strays]
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        for incident_id in ids:
+            answer = tally.add(self._put_resolve(incident_id, now))
+            # Not found: the incident is gone already (deleted, or resolved and purged): nothing is left to resolve.
+            if answer.outcome != ACCEPTED and not rest.gone(answer.status, answer.body):
+                return tally.delivery(event, answer.outcome, answer.detail, incident_id)
+        # Forgotten only once resolved: a trigger arriving meanwhile finds the id, and creates no second incident.
+        self._forget(event)
+        return tally.delivery(event, ACCEPTED, why, ids[0])
+
+    def _look(self, event: Event, tally: _Tally, why: str) -> Delivery:
+        """A trigger soon after a create whose answer was lost: the incident is adopted if found, never created."""
+        found = self._find(event.dedup_key, tally)
+        if found is None:
+            return tally.failed(event)
+        steps = rest.after_find(event, found)
+        if steps[0].kind == rest.ADOPT:
+            return self._adopt(event, steps, tally, doubted=True)
+        detail = f"{why}; it may still be under way at Alert24, and is looked up again before another is made"
+        return tally.delivery(event, FAILED, detail)
+
+    def _create(self, event: Event, tally: _Tally, doubted: bool) -> Delivery:
+        """Create the incident once: under the key's claim, after a lookup by its tag (another replica, or a ledger
+        since lost, may have made it); after a lost answer, not again until a later attempt (see rest.step) has
+        looked it up. `doubted`: an earlier create of ours may have reached Alert24, so the doubt stays on record
+        until the incident is known."""
+        claimant = os.urandom(8).hex()
+        claimed = False
+        if not self.degraded:
+            try:
+                claimed, holder = self.ledger.claim(
+                    self.route, event.dedup_key, claimant, self.clock(), self.lease, self._by()
+                )
+            except LedgerError as exc:
+                log.warning(
+                    "ledger not written; the incident is looked up at Alert24 before it is created",
+                    extra={"route": self.route or "default", "dedup_key": event.dedup_key, "error": exc.message},
+                )
+                doubted = True
+            else:
+                if not claimed:
+                    # Someone holds the key: its incident's id, a create in flight, or one whose answer was lost.
+                    return self._one(event, holder or rest.Record(claimed_at=self.clock()))
+                doubted = doubted or holder is not None
+        found = self._find(event.dedup_key, tally)
+        if found is None:
+            # Nothing created: a doubt from before stays on record, for whoever comes next to look up first too.
+            (self._uncertain if doubted else self._release)(event, claimant, claimed)
+            return tally.failed(event)
+        steps = rest.after_find(event, found)
+        if steps[0].kind == rest.ADOPT:
+            return self._adopt(event, steps, tally, doubted)
+        answer = tally.add(self._call(rest.create(event, self.api_url, self.route), once=True))
+        if answer.outcome == ACCEPTED:
+            incident_id = rest.created_id(answer.body)
+            if incident_id is None:
+                # Alert24 holds it; the next event for the key finds it by its tag.
+                self._uncertain(event, claimant, claimed)
+                log.warning(
+                    "Alert24 created the incident but its answer names no id; it is looked up by its tag later",
+                    extra={"route": self.route or "default", "dedup_key": event.dedup_key},
+                )
+                return tally.delivery(event, ACCEPTED, "created; no id in the answer")
+            self._keep(event, incident_id, doubted)
+            return tally.delivery(event, ACCEPTED, "created", incident_id)
+        if not answer.maybe_sent:
+            # Not created; a doubt from before stays on record.
+            (self._uncertain if doubted else self._release)(event, claimant, claimed)
+            return tally.delivery(event, answer.outcome, answer.detail)
+        self._uncertain(event, claimant, claimed)
+        log.warning(
+            f"the create's answer was lost; the incident is looked up before another is made: {answer.detail}",
+            extra={"route": self.route or "default", "dedup_key": event.dedup_key},
+        )
+        with self._scan_lock:
+            self._lost_creates += 1
+            lost = self._lost_creates
+        if self.deadline - time.monotonic() >= RECOVERY_MIN:
+            reason = tally.last_failure, tally.failure_detail
+            found = self._find(event.dedup_key, tally, after=lost)
+            tally.last_failure, tally.failure_detail = reason  # the lost answer stays the event's reason
+            steps = rest.after_find(event, found) if found else []
+            if steps and steps[0].kind == rest.ADOPT:
+                return self._adopt(event, steps, tally, doubted=True)
+        return tally.failed(event)
+
+    def _adopt(self, event: Event, steps: list[rest.Step], tally: _Tally, doubted: bool) -> Delivery:
+        """An open incident found by its tag becomes the key's; any other found with it is resolved. `doubted`: a
+        create of ours whose answer was lost came before, and the key's resolve looks for any other it made."""
+        keep = steps[0].incident_id
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        for extra in steps[1:]:
+            answer = tally.add(self._put_resolve(extra.incident_id, now))
+            if answer.outcome != ACCEPTED and not rest.gone(answer.status, answer.body):
+                # The key is kept on the oldest either way; the duplicate goes at the next attempt.
+                self._keep(event, keep, True)
+                return tally.delivery(event, answer.outcome, f"a second open incident not resolved: {answer.detail}")
+            log.warning(
+                "resolved a second open incident for one key",
+                extra={"route": self.route or "default", "dedup_key": event.dedup_key, "kept": keep},
+            )
+        # Found after a doubt: its resolve looks for any other a lost create may still make.
+        self._keep(event, keep, doubted or len(steps) > 1)
+        return tally.delivery(event, ACCEPTED, steps[0].reason, keep)
+
+    # -- lookups -----------------------------------------------------------------------------------
+
+    def _find(self, dedup_key: str, tally: _Tally, after: int = 0) -> list[str] | None:
+        """The ids of the open incidents tagged with the key, oldest first; None when that is not known: a page
+        could not be read, or the scan stopped at its bound without finding the key.
+
+        One scan serves the webhook's events. `after`: the number of our creates whose answers were lost that the
+        scan must have begun after, to see what they made; one scan more is made for it per webhook, no more."""
+        with self._scan_lock:
+            stale = self._seen is not None and self._scanned_after < after
+            if self._seen is None and self._scan_error is None or stale and not self._rescanned:
+                self._rescanned = self._rescanned or stale
+                self._scan(tally)
+            elif stale:
+                return None  # the webhook's one fresh scan is spent: a later attempt looks again
+            if self._scan_error is not None:
+                tally.last_failure, tally.failure_detail = self._scan_error
+                return None
+            found = rest.matching(self._seen or [], dedup_key)
+            if not found and self._truncated:
+                log.warning(
+                    "lookup by tag stopped at its bound; the incident may be among the open ones not read",
+                    extra={"route": self.route or "default", "dedup_key": dedup_key, "pages": rest.MAX_PAGES},
+                )
+                tally.failure_detail = (
+                    f"more than {rest.MAX_PAGES * rest.PAGE_SIZE} incidents are open at Alert24: the lookup by tag "
+                    "stopped at its bound, and whether this one is among them is not known"
+                )
+                return None
+            return found
+
+    def _scan(self, tally: _Tally) -> None:
+        """Read the open incidents from the first page while more follow, at most rest.MAX_PAGES, with none of our
+        resolves in flight (under the scan lock)."""
+        scanned_after, seen, more = self._lost_creates, [], True
+        with self._gate:
+            self._scanning = True
+            self._gate.wait_for(lambda: self._resolves_in_flight == 0, max(self.deadline - time.monotonic(), 0.0))
+        try:
+            for number in range(rest.MAX_PAGES):
+                answer = tally.add(self._call(rest.page(self.api_url, number)))
+                read = rest.listed(answer.body) if answer.outcome == ACCEPTED else None
+                if read is None:
+                    if answer.outcome == ACCEPTED:
+                        tally.failure_detail = "Alert24's list of open incidents is not a page of incidents"
+                    # Kept for the webhook's other events: they fail alike, without a scan each.
+                    self._scan_error = (tally.last_failure, tally.failure_detail)
+                    return
+                incidents, more = read
+                seen.extend(incidents)
+                if not more:
+                    break
+        finally:
+            with self._gate:
+                self._scanning = False
+                self._gate.notify_all()
+        self._seen, self._truncated, self._scanned_after = seen, more, scanned_after
+
+    @contextlib.contextmanager
+    def _resolving(self) -> Iterator[None]:
+        """Hold a resolve of ours back while a scan is paging (it would shift the pages still to be read)."""
+        with self._gate:
+            self._gate.wait_for(lambda: not self._scanning, max(self.deadline - time.monotonic(), 0.0))
+            self._resolves_in_flight += 1
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._resolves_in_flight -= 1
+                self._gate.notify_all()
+
+    # -- calls and the ledger ----------------------------------------------------------------------
+
+    def _call(self, call: rest.Call, once: bool = False) -> Answer:
+        return self.client.call(call, self.deadline, self.request_id, once=once)
+
+    def _put_resolve(self, incident_id: str, now: datetime) -> Answer:
+        with self._resolving():
+            return self._call(rest.resolve(incident_id, self.api_url, now))
+
+    def _by(self) -> float:
+        # The whole budget, not a share: the claims and ids are what keeps one incident per key, and a first
+        # PostgreSQL connection needs a second of it (ledger.CONNECT_MIN_SECONDS); each call stays bounded by
+        # ledger.TIMEOUT_SECONDS.
+        return self.deadline
+
+    def _keep(self, event: Event, incident_id: str, doubted: bool = False) -> None:
+        self._ledger("rest_open", event, incident_id, rest.title(event), rest.severity(event), doubted)
+
+    def _forget(self, event: Event) -> None:
+        self._ledger("rest_forget", event)
+
+    def _uncertain(self, event: Event, claimant: str, claimed: bool) -> None:
+        if claimed:
+            self._ledger("rest_uncertain", event, claimant)
+
+    def _release(self, event: Event, claimant: str, claimed: bool) -> None:
+        if claimed:
+            self._ledger("rest_release", event, claimant)
+
+    def _ledger(self, method: str, event: Event, *args) -> None:
+        """A write of the key's record; its failure costs a lookup later, never this event's delivery."""
+        if self.ledger is None:
+            return
+        try:
+            getattr(self.ledger, method)(self.route, event.dedup_key, *args, deadline=self._by())
+        except LedgerError as exc:
+            log.warning(
+                "ledger not updated; the incident will be looked up by its tag next time",
+                extra={"route": self.route or "default", "dedup_key": event.dedup_key, "error": exc.message},
+            )
+
+
+class _Tally:
+    """The calls made for one event, summed into its Delivery."""
+
+    def __init__(self) -> None:
+        self.attempts, self.seconds, self.status, self.request_id = 0, 0.0, None, ""
+        self.last_failure: Answer | None = None
+        self.failure_detail = ""
+
+    def add(self, answer: Answer) -> Answer:
+        self.attempts += answer.attempts
+        self.seconds += answer.seconds
+        if answer.status is not None:
+            self.status = answer.status
+        if answer.request_id:
+            self.request_id = answer.request_id
+        if answer.outcome != ACCEPTED:
+            self.last_failure, self.failure_detail = answer, answer.detail
+        return answer
+
+    def delivery(self, event: Event, outcome: str, detail: str, incident_id: str | None = "") -> Delivery:
+        return Delivery(
+            event,
+            outcome,
+            self.status,
+            self.attempts,
+            self.seconds,
+            detail,
+            self.request_id,
+            incident_id=incident_id or "",
+        )
+
+    def failed(self, event: Event) -> Delivery:
+        """The event not delivered, for the last call's reason: temporary unless Alert24 refused for good."""
+        answer = self.last_failure
+        outcome = answer.outcome if answer is not None and answer.outcome in (REJECTED, DEFERRED) else FAILED
+        return self.delivery(event, outcome, self.failure_detail or "not delivered")
