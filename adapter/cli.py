@@ -114,11 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_config(args) -> int:
-    try:
-        config = from_env()
-    except ConfigError as exc:
-        for line in str(exc).splitlines():
-            print(f"alert24-adapter: configuration error: {line}", file=sys.stderr)
+    config = _configuration()
+    if config is None:
         return 1
     print(json.dumps(config.masked(), indent=2, default=str))
     from .app import ledger_unwritable
@@ -405,11 +402,8 @@ def send_test(args) -> int:
         return 2
     if args.direct:
         return _send_direct(args)
-    try:
-        config = from_env({**os.environ, "DRY_RUN": "true"})
-    except ConfigError as exc:
-        for line in str(exc).splitlines():
-            print(f"alert24-adapter: configuration error: {line}", file=sys.stderr)
+    config = _configuration({**os.environ, "DRY_RUN": "true"})
+    if config is None:
         return 1
     firing = _test_notification(args.severity)
     steps = [("firing", firing)]
@@ -432,11 +426,8 @@ def send_test(args) -> int:
 
 def _send_direct(args) -> int:
     """Create and resolve a test incident at Alert24 in each format asked for, and say which the account took."""
-    try:
-        config = from_env({**os.environ, "ALLOW_UNAUTHENTICATED": "true"})
-    except ConfigError as exc:
-        for line in str(exc).splitlines():
-            print(f"alert24-adapter: configuration error: {line}", file=sys.stderr)
+    config = _configuration({**os.environ, "ALLOW_UNAUTHENTICATED": "true"})
+    if config is None:
         return 1
     if config.dry_run:
         print("alert24-adapter: send-test --direct calls Alert24: unset DRY_RUN", file=sys.stderr)
@@ -598,11 +589,8 @@ def _ledger():
     """The configuration and its ledger, or (config, None) after saying why there is none."""
     from .ledger import open_ledger
 
-    try:
-        config = from_env()
-    except ConfigError as exc:
-        for line in str(exc).splitlines():
-            print(f"alert24-adapter: configuration error: {line}", file=sys.stderr)
+    config = _configuration()
+    if config is None:
         return None, None
     if not config.ledger_on:
         print("alert24-adapter: no ledger: set ALERTMANAGER_URL (reconciler) or LEDGER_URL", file=sys.stderr)
@@ -620,6 +608,17 @@ def serve(args) -> int:
     sys.stdout.flush()
     os.execvp(sys.executable, [sys.executable, "-m", *argv])  # noqa: S606
     return 0  # pragma: no cover
+
+
+def _configuration(environ=None):
+    """The Config from the environment (adapter.config.from_env), or None once its problems are printed, one
+    line each, as start-up prints them."""
+    try:
+        return from_env(environ)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"alert24-adapter: configuration error: {line}", file=sys.stderr)
+        return None
 
 
 def example(name: str) -> dict:

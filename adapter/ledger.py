@@ -400,52 +400,37 @@ class Ledger:
     ) -> None:
         """The key's incident is open at Alert24 with this id, title and severity; any claim on it is done.
         `uncertain`: a create whose answer was lost came before, and may have made another."""
-        self._run(
-            lambda cur: cur.execute(
-                self._sql(
-                    "INSERT INTO alert24_adapter_rest (route, dedup_key, incident_id, title, severity, claimant, "
-                    "claimed_at, uncertain) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?) ON CONFLICT (route, dedup_key) "
-                    "DO UPDATE SET incident_id = excluded.incident_id, title = excluded.title, "
-                    "severity = excluded.severity, claimant = NULL, claimed_at = NULL, uncertain = excluded.uncertain"
-                ),
-                (route, dedup_key, incident_id, title, severity, int(uncertain)),
-            ),
-            deadline=deadline,
+        self._execute(
+            "INSERT INTO alert24_adapter_rest (route, dedup_key, incident_id, title, severity, claimant, "
+            "claimed_at, uncertain) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?) ON CONFLICT (route, dedup_key) "
+            "DO UPDATE SET incident_id = excluded.incident_id, title = excluded.title, "
+            "severity = excluded.severity, claimant = NULL, claimed_at = NULL, uncertain = excluded.uncertain",
+            (route, dedup_key, incident_id, title, severity, int(uncertain)),
+            deadline,
         )
 
     def rest_uncertain(self, route: str, dedup_key: str, claimant: str, deadline: float | None = None) -> None:
         """The claimant's create may have reached Alert24 unanswered: whoever comes next looks it up first."""
-        self._run(
-            lambda cur: cur.execute(
-                self._sql(
-                    "UPDATE alert24_adapter_rest SET uncertain = 1 WHERE route = ? AND dedup_key = ? "
-                    "AND claimant = ? AND incident_id IS NULL"
-                ),
-                (route, dedup_key, claimant),
-            ),
-            deadline=deadline,
+        self._execute(
+            "UPDATE alert24_adapter_rest SET uncertain = 1 WHERE route = ? AND dedup_key = ? "
+            "AND claimant = ? AND incident_id IS NULL",
+            (route, dedup_key, claimant),
+            deadline,
         )
 
     def rest_release(self, route: str, dedup_key: str, claimant: str, deadline: float | None = None) -> None:
         """The claimant's create certainly did not happen (refused, or never sent): the key is free again."""
-        self._run(
-            lambda cur: cur.execute(
-                self._sql(
-                    "DELETE FROM alert24_adapter_rest WHERE route = ? AND dedup_key = ? AND claimant = ? "
-                    "AND incident_id IS NULL"
-                ),
-                (route, dedup_key, claimant),
-            ),
-            deadline=deadline,
+        self._execute(
+            "DELETE FROM alert24_adapter_rest WHERE route = ? AND dedup_key = ? AND claimant = ? "
+            "AND incident_id IS NULL",
+            (route, dedup_key, claimant),
+            deadline,
         )
 
     def rest_forget(self, route: str, dedup_key: str, deadline: float | None = None) -> None:
         """The key's incident is resolved (or gone) at Alert24."""
-        self._run(
-            lambda cur: cur.execute(
-                self._sql("DELETE FROM alert24_adapter_rest WHERE route = ? AND dedup_key = ?"), (route, dedup_key)
-            ),
-            deadline=deadline,
+        self._execute(
+            "DELETE FROM alert24_adapter_rest WHERE route = ? AND dedup_key = ?", (route, dedup_key), deadline
         )
 
     def entries(self) -> list[Entry]:
@@ -490,11 +475,7 @@ class Ledger:
 
     def forget_absence(self) -> None:
         """After a pass that could not ask every Alertmanager: absence must be seen anew, for a whole grace."""
-        self._run(
-            lambda cur: cur.execute(
-                "UPDATE alert24_adapter_incidents SET absent_since = NULL WHERE absent_since IS NOT NULL"
-            )
-        )
+        self._execute("UPDATE alert24_adapter_incidents SET absent_since = NULL WHERE absent_since IS NOT NULL")
 
     def remove(self, entries: Sequence[Entry]) -> list[Entry]:
         """Close incidents the reconciler resolved, unless a webhook refreshed them meanwhile: those are
@@ -554,6 +535,10 @@ class Ledger:
 
     def _sql(self, text: str) -> str:
         return text if self.param == "?" else text.replace("?", self.param)
+
+    def _execute(self, sql: str, params: Sequence = (), deadline: float | None = None) -> None:
+        """One statement as a write transaction of its own (see _run)."""
+        self._run(lambda cur: cur.execute(self._sql(sql), params), deadline=deadline)
 
     def _contended(self, exc: BaseException) -> bool:  # pragma: no cover - each store has its own
         """Whether the error is another writer holding a lock (waited for), not the store failing."""
