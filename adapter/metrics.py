@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
 import platform
 import time
@@ -11,6 +13,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .version import __version__
+
+log = logging.getLogger("alert24_adapter")
 
 PREFIX = "alert24_adapter"
 # Families computed at scrape time (from the ledger), in no registry.
@@ -160,6 +164,8 @@ class Metrics:
             registry=r,
         )
         self.open_incidents = None
+        # Multiprocess files already reported unreadable, so that each is warned about once per process.
+        self.unreadable: set[str] = set()
 
     def count_open_incidents(self, counts) -> None:
         """Export the ledger's open incidents by route, read from the ledger at every scrape by `counts()`."""
@@ -175,7 +181,7 @@ class Metrics:
         """The text a scrape returns: summed over every worker in multiprocess mode."""
         if multiprocess_dir():
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            registry.register(_Workers(multiprocess_dir(), self.unreadable))
         else:
             registry = self.registry
         data = generate_latest(registry)
@@ -194,6 +200,50 @@ def process_metrics() -> Metrics:
     if getattr(values.ValueClass, "_multiprocess", False):
         values.ValueClass = values.MutexValue
     return Metrics()
+
+
+class _Workers:
+    """Every worker's multiprocess files summed, leaving out those that cannot be read.
+
+    prometheus_client creates a worker's file before it sizes it (client_python#1199): a scrape in that
+    moment, or after a worker was killed in it, finds an empty file, and its merge fails for every worker.
+    An empty file holds nothing yet and is passed over; any other file the merge cannot read is left out
+    with one warning, so that one damaged file costs its own samples, never the whole scrape.
+    """
+
+    def __init__(self, path: str, unreadable: set[str]):
+        self.path = path
+        self.unreadable = unreadable
+
+    def collect(self):
+        files = [f for f in sorted(glob.glob(os.path.join(self.path, "*.db"))) if _size(f) > 0]
+        try:
+            return multiprocess.MultiProcessCollector.merge(files, accumulate=True)
+        except Exception:  # noqa: BLE001 - any failure of one file is looked for file by file below
+            return multiprocess.MultiProcessCollector.merge([f for f in files if self._readable(f)], accumulate=True)
+
+    def _readable(self, path: str) -> bool:
+        try:
+            multiprocess.MultiProcessCollector.merge([path], accumulate=True)
+        except FileNotFoundError:
+            return False
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged file raises, it is left out
+            if path not in self.unreadable:
+                self.unreadable.add(path)
+                log.warning(
+                    "a metrics file cannot be read and is left out of /metrics",
+                    extra={"file": os.path.basename(path), "reason": f"{type(exc).__name__}: {exc}"},
+                )
+            return False
+        return True
+
+
+def _size(path: str) -> int:
+    """A file's size; 0 for one that is gone."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 class _Wait:

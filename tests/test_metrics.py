@@ -1,5 +1,7 @@
 """Every metric moves when it should, and /metrics never shows a secret or a raw label value."""
 
+import json
+
 import pytest
 import responses
 
@@ -130,3 +132,66 @@ def test_readyz_reports_the_last_delivery(post, client):
     assert ready.json["last_delivery"]["ok"] is False
     text = ready.get_data(as_text=True)
     assert SECRET not in text and INTEGRATION_KEY not in text
+
+
+def _worker_file(directory, name: str, samples: dict[str, float]) -> None:
+    """A worker's multiprocess file, written as prometheus_client writes it."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    values = MmapedDict(str(directory / name))
+    for key, n in samples.items():
+        values.write_value(mmap_key(key, key, [], [], "Test counter."), n, 0.0)
+    values.close()
+
+
+def _corrupt(path) -> None:
+    """Claims more than the file holds: prometheus_client's own 'file is corrupted' case."""
+    with open(path, "r+b") as f:
+        f.write((1 << 15).to_bytes(4, "little"))
+        f.write(b"\0" * 4 + (1 << 14).to_bytes(4, "little"))
+
+
+def _bad_key(path) -> None:
+    """An entry whose key is not prometheus_client's JSON."""
+    key = b"not json"
+    entry = len(key).to_bytes(4, "little") + key + b" " * (8 - (len(key) + 4) % 8) + b"\0" * 16
+    with open(path, "r+b") as f:
+        f.write((8 + len(entry)).to_bytes(4, "little") + b"\0" * 4 + entry)
+
+
+@pytest.mark.parametrize(
+    "damage, warned",
+    [
+        pytest.param(lambda p: p.write_bytes(b""), False, id="empty-file-of-a-worker-starting-or-killed"),
+        pytest.param(lambda p: p.write_bytes(b"\1\0"), True, id="shorter-than-its-header"),
+        pytest.param(_corrupt, True, id="claims-more-than-it-holds"),
+        pytest.param(_bad_key, True, id="key-not-json"),
+    ],
+)
+def test_a_scrape_leaves_out_a_worker_file_it_cannot_read(tmp_path, monkeypatch, capsys, damage, warned):
+    """One unreadable worker file costs its own samples, never the whole scrape (client_python#1199)."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    _worker_file(tmp_path, "counter_100.db", {"alert24_adapter_test_total": 3.0})
+    _worker_file(tmp_path, "counter_200.db", {"alert24_adapter_test_total": 4.0})
+    damaged = tmp_path / "counter_300.db"
+    _worker_file(tmp_path, damaged.name, {"alert24_adapter_test_total": 100.0})
+    damage(damaged)
+    metrics = Metrics()
+    app = create_app(make_config(), metrics=metrics)
+    for _ in range(2):
+        response = app.test_client().get("/metrics")
+        assert response.status_code == 200
+        assert "alert24_adapter_test_total 7.0" in response.get_data(as_text=True)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    warnings = [line for line in lines if "metrics file cannot be read" in line["msg"]]
+    assert len(warnings) == (1 if warned else 0), "warned once per file, and never for an empty one"
+    if warned:
+        assert warnings[0]["file"] == "counter_300.db"
+
+
+def test_a_scrape_sums_every_readable_worker_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    _worker_file(tmp_path, "counter_100.db", {"alert24_adapter_test_total": 3.0})
+    _worker_file(tmp_path, "counter_200.db", {"alert24_adapter_test_total": 4.0})
+    data, _ = Metrics().exposition()
+    assert "alert24_adapter_test_total 7.0" in data.decode()

@@ -40,11 +40,16 @@ def test_every_accepted_trigger_is_in_the_ledger_under_contention(start_adapter,
     adapter = start_adapter(WEB_CONCURRENCY="3", LEDGER_URL=f"sqlite://{ledger}", WEBHOOK_TIME_BUDGET="5")
     stop = threading.Event()
     scrapes: list[str] = []
+    failed: list[str] = []
 
     def scrape() -> None:
+        # From the first moment: each worker creates its metrics files while the first webhooks arrive.
         while not stop.wait(0.05):
-            with urllib.request.urlopen(f"{adapter.url}/metrics", timeout=10) as r:  # noqa: S310
-                scrapes.append(r.read().decode())
+            try:
+                with urllib.request.urlopen(f"{adapter.url}/metrics", timeout=10) as r:  # noqa: S310
+                    scrapes.append(r.read().decode())
+            except OSError as exc:
+                failed.append(repr(exc))
 
     scraper = threading.Thread(target=scrape, daemon=True)
     scraper.start()
@@ -62,6 +67,7 @@ def test_every_accepted_trigger_is_in_the_ledger_under_contention(start_adapter,
     with sqlite3.connect(ledger) as conn:
         recorded = {row[0] for row in conn.execute("SELECT dedup_key FROM alert24_adapter_incidents")}
     assert recorded == triggers, f"{len(triggers - recorded)} accepted triggers missing from the ledger"
+    assert failed == [], f"{len(failed)} of {len(failed) + len(scrapes)} scrapes failed"
     assert len(scrapes) >= took / 0.05 / 4, f"only {len(scrapes)} scrapes in {took:.1f} s"
     with urllib.request.urlopen(f"{adapter.url}/metrics", timeout=10) as r:  # noqa: S310
         final = r.read().decode()
