@@ -155,6 +155,8 @@ class Ledger:
     def __init__(self) -> None:
         self._down_until = 0.0
         self._lock = threading.Lock()
+        # A store with a connection of its own for reads gives them a lock of their own too.
+        self._read_lock = self._lock
         self.accepted_retention = ACCEPTED_RETENTION
         self._pruned = 0.0
 
@@ -560,7 +562,8 @@ class Ledger:
         if now < self._down_until:
             raise LedgerError(f"the ledger ({self.display}) failed moments ago; not retried yet")
         deadline = min(now + TIMEOUT_SECONDS, math.inf if deadline is None else deadline)
-        if not self._lock.acquire(timeout=max(deadline - now, 0.0)):
+        lock = self._lock if write else self._read_lock
+        if not lock.acquire(timeout=max(deadline - now, 0.0)):
             raise LedgerError(f"the ledger ({self.display}) is busy: this process's other ledger work took the time")
         pause = RETRY_PAUSE
         try:
@@ -579,7 +582,7 @@ class Ledger:
                 time.sleep(pause)
                 pause = min(pause * 2, RETRY_PAUSE_MAX)
         finally:
-            self._lock.release()
+            lock.release()
 
 
 class SqliteLedger(Ledger):
@@ -589,7 +592,11 @@ class SqliteLedger(Ledger):
         super().__init__()
         self.path = path
         self.display = f"sqlite://{path}"
-        self._conn: sqlite3.Connection | None = None
+        # This process's connections, one for writes and one for reads (a scrape's count, the reconciler's
+        # list): in WAL a read never waits for a writer, so it must not queue behind this process's writes
+        # that wait for another process's lock.
+        self._conns: dict[bool, sqlite3.Connection] = {}
+        self._read_lock = threading.Lock()
         self._pid = 0
         self._lock_file: int | None = None
 
@@ -610,7 +617,7 @@ class SqliteLedger(Ledger):
 
     @contextlib.contextmanager
     def _connection(self, write: bool = True, deadline: float | None = None) -> Iterator[sqlite3.Cursor]:
-        conn = self._connect()
+        conn = self._connect(write)
         cur = conn.cursor()
         if not write:
             # WAL: a reader sees the last commit and never waits for, nor blocks, a writer.
@@ -624,12 +631,15 @@ class SqliteLedger(Ledger):
             conn.rollback()
             raise
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, write: bool) -> sqlite3.Connection:
         # Imported here, like psycopg: a service without a ledger does not load the driver.
         import sqlite3
 
         # A connection must not cross a fork: each worker process opens its own.
-        if self._conn is None or self._pid != os.getpid():
+        if self._pid != os.getpid():
+            self._conns, self._pid = {}, os.getpid()
+        conn = self._conns.get(write)
+        if conn is None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             # No busy timeout: sqlite3 would wait for a lock asleep inside C, and under gevent that stops every
             # greenlet of the worker. A locked store answers at once, and _run waits with a sleep gevent patches.
@@ -637,8 +647,8 @@ class SqliteLedger(Ledger):
             conn.execute("PRAGMA journal_mode=WAL")
             # WAL with synchronous=NORMAL survives a crash of the process; a power cut may lose the last commits.
             conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
+            self._conns[write] = conn
+        return conn
 
     def try_lead(self) -> bool:
         if self._lock_file is not None:
@@ -656,9 +666,10 @@ class SqliteLedger(Ledger):
         return True
 
     def close(self) -> None:
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
-        self._conn = None
+        if self._pid == os.getpid():
+            for conn in self._conns.values():
+                conn.close()
+        self._conns = {}
         if self._lock_file is not None:
             os.close(self._lock_file)
             self._lock_file = None

@@ -259,6 +259,27 @@ def test_reads_take_no_write_lock(sqlite_ledger, hog):
     assert sqlite_ledger.counts() == {"": 1}
 
 
+def test_reads_never_queue_behind_this_processs_waiting_writes(sqlite_ledger, hog, monkeypatch):
+    """While one of this process's writes waits for another process's lock, a scrape's count answers at once."""
+    import adapter.ledger
+
+    monkeypatch.setattr(adapter.ledger, "TIMEOUT_SECONDS", 5.0)
+    sqlite_ledger.record("", [event("a")], 1000.0)
+    held = hog("EXCLUSIVE")
+    writing = threading.Thread(target=sqlite_ledger.record, args=("", [event("b")], 1001.0))
+    writing.start()
+    try:
+        time.sleep(0.05)
+        assert writing.is_alive(), "the write is waiting for the lock"
+        counted = sqlite_ledger.counts()
+        assert writing.is_alive(), "the count waited until the write gave up"
+    finally:
+        held.rollback()
+        writing.join(timeout=10)
+    assert counted == {"": 1}
+    assert sqlite_ledger.counts() == {"": 2}, "the write went in once the lock was free"
+
+
 def test_contention_is_retried_and_never_treated_as_an_outage(sqlite_ledger, hog):
     """A lock held past the wait fails that write alone; the next write goes to the store at once."""
     held = hog("EXCLUSIVE")

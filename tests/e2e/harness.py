@@ -289,7 +289,7 @@ class Adapter:
 
 
 class Alertmanager:
-    """A real Alertmanager with a generated configuration, optionally in a gossip cluster."""
+    """A real Alertmanager with a generated configuration, alone (no gossip cluster)."""
 
     def __init__(
         self,
@@ -297,10 +297,7 @@ class Alertmanager:
         webhook_url: str,
         name: str = "alertmanager",
         http_config: dict | None = None,
-        cluster_port: int | None = None,
-        peers: tuple[int, ...] = (),
         group_interval: str = "2s",
-        extra_flags: tuple[str, ...] = (),
         route: dict | None = None,
     ):
         """`route` overrides settings of the root route, e.g. {"group_wait": "0s", "repeat_interval": "1s"}."""
@@ -331,15 +328,8 @@ class Alertmanager:
             f"--storage.path={workdir / 'data'}",
             f"--web.external-url=http://{name}.example:9093",
         ]
-        if cluster_port:
-            argv += [
-                f"--cluster.listen-address=127.0.0.1:{cluster_port}",
-                f"--cluster.advertise-address=127.0.0.1:{cluster_port}",
-                *[f"--cluster.peer=127.0.0.1:{p}" for p in peers],
-            ]
-        else:
-            argv.append("--cluster.listen-address=")
-        self.procs, self.name, self.argv = procs, name, argv + list(extra_flags)
+        argv.append("--cluster.listen-address=")
+        self.procs, self.name, self.argv = procs, name, argv
         self.port = 0
         start_on_free_port(self._start)
 

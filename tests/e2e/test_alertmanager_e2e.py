@@ -4,7 +4,7 @@ import time
 from datetime import datetime
 
 from .conftest import BEARER, INTEGRATION_KEY
-from .harness import Alertmanager, free_port, post_alerts, wait_until
+from .harness import Alertmanager, post_alerts, wait_until
 
 DISK_1 = ("alertname=DiskFull", "severity=warning", "instance=db-1:9100", "job=node")
 DISK_2 = ("alertname=DiskFull", "severity=warning", "instance=db-2:9100", "job=node")
@@ -22,7 +22,8 @@ def instance(body) -> str:
 
 def flush_again(am, adapter) -> None:
     """Make Alertmanager flush the group once more and wait until the adapter answered that flush with a 200:
-    whatever the group still held (a resend, a duplicate) has reached the adapter by then."""
+    whatever the group still held (a resend, a duplicate) has reached the adapter by then. Called once the
+    adapter has answered the previous flush, so that its answer is not taken for this one."""
     before = len(adapter.webhooks())
     am.fire(*MARKER)
     adapter.wait_webhook(
@@ -73,6 +74,7 @@ def test_two_instances_are_two_incidents(procs, fake, start_adapter):
     am.resolve(*DISK_1)
     [resolve] = wait_until(lambda: accepted(fake, "resolve"), 20, "the resolve of db-1")
     assert resolve["dedup_key"] == keys["db-1:9100"]
+    adapter.wait_webhook(lambda w: w["status"] == 200 and w.get("resolve"), 20, "the 200 for the resolve")
     flush_again(am, adapter)  # db-2, still firing, is in that flush too: nothing may resolve it
     assert [r["dedup_key"] for r in accepted(fake, "resolve")] == [keys["db-1:9100"]]
 
@@ -104,20 +106,20 @@ def test_alert24_outage_loses_nothing(procs, fake, start_adapter):
     answers = adapter.webhooks()
     assert [w["status"] for w in answers].count(503) >= 2, "the adapter told Alertmanager about both outages"
     for w in answers:
-        if w["status"] == 200:
+        # A 200 that sent nothing (Alert24 has it: a resend) is right at any time.
+        if w["status"] == 200 and w.get("accepted"):
             at = datetime.fromisoformat(w["ts"].replace("Z", "+00:00")).timestamp()
             assert not any(start <= at < end - 0.2 for start, end in outages), f"2xx during an outage: {w}"
 
 
 def test_ha_pair_sends_one_incident(procs, fake, start_adapter):
-    """Two clustered Alertmanagers that both send: identical dedup_keys, so one incident."""
+    """Both members of an HA pair send (as they do when gossip is late, alertmanager #3865): identical dedup_keys,
+    so one incident."""
     # Every copy is sent, so that both arrive at the fake (the ledger would absorb the second: test_traffic_e2e).
     adapter = start_adapter(RESEND_INTERVAL="0")
-    p1, p2 = free_port(), free_port()
-    # A short peer timeout makes the second member send before it hears the first one did.
-    flags = ("--cluster.peer-timeout=10ms", "--cluster.settle-timeout=2s", "--cluster.gossip-interval=2s")
-    am1 = Alertmanager(procs, f"{adapter.url}/alertmanager", "am1", BEARER, p1, (p2,), extra_flags=flags)
-    am2 = Alertmanager(procs, f"{adapter.url}/alertmanager", "am2", BEARER, p2, (p1,), extra_flags=flags)
+    # Two members that do not gossip: in a cluster, the second may rightly hear in time that the first sent.
+    am1 = Alertmanager(procs, f"{adapter.url}/alertmanager", "am1", BEARER)
+    am2 = Alertmanager(procs, f"{adapter.url}/alertmanager", "am2", BEARER)
     for am in (am1, am2):
         am.fire(*DISK_1)
 
