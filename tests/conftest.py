@@ -28,6 +28,22 @@ BASE_ENV = {
 }
 
 
+def run_probe(script: str, *args: str) -> dict:
+    """Run a Python script in a process of its own (one gevent patches whole) from the project root: its JSON."""
+    import subprocess
+    import sys
+
+    probe = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=pathlib.Path(__file__).resolve().parents[1],
+    )
+    assert probe.returncode == 0, probe.stderr
+    return json.loads(probe.stdout)
+
+
 def payload(name: str) -> dict:
     """A stored Alertmanager payload by file stem."""
     return json.loads((PAYLOADS / f"{name}.json").read_text())

@@ -248,11 +248,7 @@ class FakeAlert24:
                     status = (fake._heartbeat_fail_status if failing else 200) if token else 404
                     fake.pings.append({"token": token, "at": time.monotonic(), "status": status})
                 data = json.dumps({"status": "ok"} if status == 200 else {"error": f"fake failure {status}"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self._reply(status, data, None)
 
             def do_PUT(self):
                 return self._rest()
@@ -275,9 +271,7 @@ class FakeAlert24:
                     failure = None
                 if failure and failure.get("drop") and not failure.get("after"):
                     self._record(raw, None)
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
+                    return self._drop()
                 with fake.lock:
                     if failure and not failure.get("drop"):
                         status = failure["status"]
@@ -286,21 +280,8 @@ class FakeAlert24:
                         status, answer = fake._rest_answer(self.command, self.path, body)
                 self._record(raw, None if failure and failure.get("drop") else status)
                 if failure and failure.get("drop"):
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                data = json.dumps(answer).encode() if raw_answer is None else raw_answer
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("X-Request-Id", f"fake-{len(fake.requests)}")
-                if failure and failure.get("retry_after"):
-                    self.send_header("Retry-After", failure["retry_after"])
-                try:
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up waiting: what it asked for is done all the same
-                    self.close_connection = True
+                    return self._drop()
+                self._reply(status, json.dumps(answer).encode() if raw_answer is None else raw_answer, failure)
 
             def do_POST(self):
                 if fake.rest:
@@ -316,26 +297,35 @@ class FakeAlert24:
                     failure = fake._next_failure()
                     if failure and failure.get("drop"):
                         self._record(raw, None)
-                        self.close_connection = True
-                        self.connection.shutdown(2)
-                        return
+                        return self._drop()
                     status = failure["status"] if failure else 202
                     self._record(raw, status)
                     body = {"status": "success", "message": "Event processed", "dedup_key": ""}
                     if status != 202:
                         body = {"error": {"type": "error", "message": f"fake failure {status}", "status": status}}
-                    data = json.dumps(body).encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.send_header("X-Request-Id", f"fake-{len(fake.requests)}")
-                    if failure and failure.get("retry_after"):
-                        self.send_header("Retry-After", failure["retry_after"])
-                    self.end_headers()
-                    self.wfile.write(data)
+                    self._reply(status, json.dumps(body).encode(), failure)
                 finally:
                     with fake.lock:
                         fake.in_flight -= 1
+
+            def _drop(self) -> None:
+                """The connection closed without an answer."""
+                self.close_connection = True
+                self.connection.shutdown(2)
+
+            def _reply(self, status: int, data: bytes, failure: dict | None) -> None:
+                """A JSON answer, with the failure plan's Retry-After."""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("X-Request-Id", f"fake-{len(fake.requests)}")
+                if failure and failure.get("retry_after"):
+                    self.send_header("Retry-After", failure["retry_after"])
+                try:
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up waiting: what it asked for is done all the same
+                    self.close_connection = True
 
             def _record(self, raw: bytes, status: int | None) -> None:
                 try:

@@ -1,11 +1,7 @@
 """The Alert24 client: exact requests, retries within the time budget, outcomes, and bounded fan-out."""
 
 import dataclasses
-import json
-import pathlib
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,7 +15,7 @@ from adapter.alert24 import ACCEPTED, FAILED, REJECTED, Alert24Client
 from adapter.alertmanager import parse
 from adapter.mapping import EventRules, map_notification
 
-from .conftest import API_KEY, API_URL, INTEGRATION_KEY, payload
+from .conftest import API_KEY, API_URL, INTEGRATION_KEY, payload, run_probe
 from .fake_alert24 import FakeAlert24
 
 
@@ -303,15 +299,7 @@ print(json.dumps({"sent": sent, "outcome": delivery.outcome, "detail": delivery.
 def test_an_answer_that_trickles_in_is_cut_off_at_the_deadline():
     """Under gevent workers: each read is within the read timeout, but the whole answer never outlasts the
     deadline, for Alert24 and for the heartbeat URL alike."""
-    probe = subprocess.run(
-        [sys.executable, "-c", TRICKLE_PROBE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=pathlib.Path(__file__).resolve().parents[1],
-    )
-    assert probe.returncode == 0, probe.stderr
-    found = json.loads(probe.stdout)
+    found = run_probe(TRICKLE_PROBE)
     assert found["outcome"] == "failed" and "timed out" in found["detail"], found
     assert found["sent"] < 1.3, f"the call took {found['sent']:.2f} s against a 1 s deadline"
     assert found["ping_ok"] is False and "timed out" in found["ping_detail"], found

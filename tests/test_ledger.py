@@ -1,7 +1,6 @@
 """The ledger of open incidents, against both stores: SQLite and a real PostgreSQL server."""
 
 import contextlib
-import pathlib
 import socket
 import sqlite3
 import threading
@@ -13,6 +12,8 @@ from adapter.errors import LedgerError
 from adapter.ledger import SCHEMA_VERSION, merged, open_ledger
 from adapter.mapping import Event
 from adapter.rest import Record
+
+from .conftest import run_probe
 
 
 def event(key, action="trigger", members=None, alertname="DiskFull", summary="disk full", severity="warning"):
@@ -342,19 +343,7 @@ print(json.dumps({"outcome": outcome, "waited": waited, "max_gap": max(gaps)}))
 
 def test_waiting_for_sqlite_never_freezes_the_gevent_hub(tmp_path):
     """Under gevent, another greenlet keeps running while a ledger write waits for a lock held elsewhere."""
-    import json
-    import subprocess
-    import sys
-
-    probe = subprocess.run(
-        [sys.executable, "-c", HUB_PROBE, str(tmp_path / "ledger.db")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=pathlib.Path(__file__).resolve().parents[1],
-    )
-    assert probe.returncode == 0, probe.stderr
-    found = json.loads(probe.stdout)
+    found = run_probe(HUB_PROBE, str(tmp_path / "ledger.db"))
     assert "busy" in found["outcome"] or "locked" in found["outcome"], found
     assert found["waited"] >= 1.0, "the write waited for the lock"
     assert found["max_gap"] < 0.5, f"the hub froze for {found['max_gap']:.2f} s while the write waited"
