@@ -24,7 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ResponseError
+from urllib3.exceptions import ConnectTimeoutError, InvalidHeader, MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
@@ -43,6 +43,11 @@ ACCEPTED, REJECTED, FAILED = "accepted", "rejected", "failed"
 UNCHANGED, DEFERRED = "unchanged", "deferred"
 # The REST format authenticates with the API key alone: its backpressure is kept under this name.
 REST_KEY = "rest-api"
+# The longest Retry-After honoured, within a call and as backpressure: a proxy or WAF that answers a day would
+# otherwise hold back every event of its integration key, resolves included, for a day.
+RETRY_AFTER_MAX = 120.0
+# Reads Retry-After headers (parse_retry_after uses nothing of the instance's settings).
+_READER = Retry(0)
 log = logging.getLogger("alert24_adapter.alert24")
 
 
@@ -94,6 +99,7 @@ class _CallState:
     attempt_timeout: float  # the longest one attempt can take: connect and read timeouts together
     deadline: float
     retries: int = 0
+    key_id: str = ""  # whose call it is, for the log (traffic.key_id, never the key)
 
 
 # The call in progress in this thread or greenlet: a context variable is private to each of them
@@ -112,6 +118,20 @@ class BudgetRetry(Retry):
             self._backoff: float = super().get_backoff_time()
             return self._backoff
 
+    def get_retry_after(self, response) -> float | None:
+        # At most RETRY_AFTER_MAX; one that cannot be read means the backoff (urllib3 would raise InvalidHeader).
+        return retry_after(response.headers.get("Retry-After"))
+
+    def sleep_for_retry(self, response) -> bool:
+        wait = self.get_retry_after(response)
+        if not wait:
+            return False
+        state = _CALL.get()
+        if state is not None:
+            wait = min(wait, max(state.deadline - time.monotonic(), 0.0))
+        time.sleep(wait)
+        return True
+
     def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
         # A 429 pauses every call for its integration key (traffic.Backpressure) rather than being retried here.
         return status_code != TOO_MANY and super().is_retry(method, status_code, has_retry_after)
@@ -122,6 +142,7 @@ class BudgetRetry(Retry):
         if state is not None:
             wait = None
             if response is not None and self.respect_retry_after_header:
+                _warn_if_capped(response.headers.get("Retry-After"), response.status, state.key_id)
                 wait = retry.get_retry_after(response)
             if wait is None:
                 wait = retry.get_backoff_time()
@@ -208,7 +229,6 @@ class Alert24Client:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        self._retry = retry
         # One pooled connection for every call that can be in flight, so none is opened and thrown away.
         session = service_session(
             api_url, Alert24Adapter(pool_connections=1, pool_maxsize=self.max_in_flight, max_retries=retry)
@@ -323,7 +343,7 @@ class Alert24Client:
         if not self._slots.acquire(timeout=remaining - 0.05):
             detail = f"the time budget ran out waiting for one of the {self.max_in_flight} calls to Alert24 in flight"
             return Answer(FAILED, None, None, 0, time.monotonic() - started, detail)
-        state = _CallState(self.timeout[0] + self.timeout[1], deadline)
+        state = _CallState(self.timeout[0] + self.timeout[1], deadline, key_id=kid)
         token = _CALL.set(state)
         try:
             timeout = DeadlineTimeout(self.timeout[0], self.timeout[1], deadline)
@@ -347,7 +367,9 @@ class Alert24Client:
             self.backpressure.accepted(kid)
             return Answer(ACCEPTED, status, body, attempts, seconds, "", alert24_id)
         if status == TOO_MANY:
-            self.backpressure.slowed(kid, self._retry_after(response))
+            asked = response.headers.get("Retry-After")
+            _warn_if_capped(asked, status, kid)
+            self.backpressure.slowed(kid, retry_after(asked))
         elif status >= 500:
             # Already retried within the call (ALERT24_RETRIES): the next calls wait for a growing backoff.
             self.backpressure.slowed(kid)
@@ -417,15 +439,47 @@ class Alert24Client:
             event, answer.outcome, answer.status, answer.attempts, answer.seconds, answer.detail, answer.request_id
         )
 
-    def _retry_after(self, response: requests.Response) -> float | None:
-        """Alert24's Retry-After in seconds (a number or an HTTP date), or None without a usable one."""
-        value = response.headers.get("Retry-After")
-        if not value:
-            return None
-        try:
-            return self._retry.parse_retry_after(value)
-        except Exception:  # urllib3 raises InvalidHeader for a value it cannot read
-            return None
+
+def asked_wait(value: str | None) -> float | None:
+    """The seconds a Retry-After asks for, a whole number or an HTTP date (urllib3 reads both), at least 0; None when
+    there is none or it cannot be read. Not capped: see retry_after."""
+    if not value:
+        return None
+    try:
+        return float(_READER.parse_retry_after(value))
+    except InvalidHeader:
+        return None
+
+
+def retry_after(value: str | None) -> float | None:
+    """The seconds to wait for a Retry-After (see asked_wait), at most RETRY_AFTER_MAX; None without a usable one."""
+    asked = asked_wait(value)
+    return None if asked is None else min(asked, RETRY_AFTER_MAX)
+
+
+def _warn_if_capped(value: str | None, status: int, key_id: str) -> None:
+    """One warning for an answer whose Retry-After asks for longer than RETRY_AFTER_MAX, quoting the header as sent
+    (urllib3 itself reads no more than six hours of it)."""
+    asked = asked_wait(value)
+    if asked is not None and asked > RETRY_AFTER_MAX:
+        shown = (value or "").strip()[:64]
+        log.warning(
+            f"Retry-After: {shown} asks for longer than the {RETRY_AFTER_MAX:g} s honoured (RETRY_AFTER_MAX): "
+            f"waiting {RETRY_AFTER_MAX:g} s at most",
+            extra={"key_id": key_id, "status": status, "retry_after": shown, "waited": RETRY_AFTER_MAX},
+        )
+
+
+@contextlib.contextmanager
+def alarm(seconds: float, action: Callable[..., object], *args) -> Iterator[None]:
+    """Call action(*args) from a timer thread once `seconds` have passed, unless the block has ended by then."""
+    timer = threading.Timer(max(seconds, 0.0), action, args)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def service_session(url: str, adapter: HTTPAdapter) -> requests.Session:
@@ -449,7 +503,7 @@ def within(deadline: float) -> Iterator[None]:
     gevent workers the call is cut off at the deadline, and urllib3 discards the connection it was on; a
     thread cannot be interrupted in a blocking read, so under gthread the per-operation bounds remain.
     """
-    if not _gevent_patched():
+    if not gevent_patched():
         yield
         return
     from gevent import Timeout as Cutoff
@@ -466,7 +520,8 @@ def within(deadline: float) -> Iterator[None]:
         cutoff.close()
 
 
-def _gevent_patched() -> bool:
+def gevent_patched() -> bool:
+    """Whether gevent has patched the socket module: this process runs gunicorn's gevent workers."""
     try:
         from gevent import monkey
     except ImportError:  # pragma: no cover - gevent is a dependency, but the client does not need it

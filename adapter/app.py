@@ -34,6 +34,14 @@ OUTCOMES = {
     413: "too_large",
     415: "not_json",
 }
+# What /readyz shows a caller without a secret: no location and no free text. Keys whose value says where something
+# is are left out; a string is kept only under a key of fixed words (a status, an outcome) or when it is one of the
+# fixed phrases below, and is otherwise replaced by WITHHELD: an error message may name a URL, a path or a host.
+LOCATION_KEYS = frozenset({"routes", "url", "alertmanagers", "host"})
+FIXED_WORD_KEYS = frozenset({"status", "outcome"})
+WITHHELD = "withheld: ask /readyz with a shared secret for the detail"
+LEDGER_OFF = "STATE_DIRECTORY cannot be written: running without the ledger, every trigger is sent"
+FIXED_PHRASES = frozenset({WITHHELD, LEDGER_OFF})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,19 +125,17 @@ class Runtime:
     def readiness(self, authenticated: bool = False) -> dict[str, object]:
         """What /readyz reports: the configuration, and (never failing on them) deliveries, ledger, reconciler.
 
-        The route names, the ledger's URL and the Alertmanagers only to an authenticated caller: strangers learn
-        nothing about which routes exist or where the adapter's databases are."""
+        The route names, where the ledger, the Alertmanagers and the heartbeat are, and any error text only to an
+        authenticated caller: strangers learn nothing about which routes exist or where the adapter's services are."""
         config = self.state.config
         out: dict[str, object] = {"status": "ready", "dry_run": config.dry_run}
-        if authenticated:
-            out["routes"] = sorted(self.state.routes)
+        out["routes"] = sorted(self.state.routes)
         out["last_delivery"] = self.forwarder.last_delivery
         if self.forwarder.heartbeat is not None:
             out["heartbeat"] = self.forwarder.heartbeat.readiness()
         if self.ledger_off:
             # The start-up warning names the directory; this says only what it means.
-            why = "STATE_DIRECTORY cannot be written: running without the ledger, every trigger is sent"
-            out["ledger"] = {"url": config.ledger_display(), "on": False, "ok": False, "error": why}
+            out["ledger"] = {"url": config.ledger_display(), "on": False, "ok": False, "error": LEDGER_OFF}
         if self.forwarder.ledger is not None:
             out["ledger"] = {"url": config.ledger_display(), **(self.forwarder.ledger_status or {"ok": None})}
         if self.reconciler is not None and config.reconciler_on:
@@ -138,12 +144,7 @@ class Runtime:
                 "leader": self.reconciler.leader,
                 "last_pass": self.reconciler.last_pass,
             }
-        if not authenticated:
-            # Where the ledger and the Alertmanagers are is for operators, like the route names.
-            for part, field in (("ledger", "url"), ("reconciler", "alertmanagers")):
-                if part in out:
-                    out[part] = {k: v for k, v in out[part].items() if k != field}
-        return out
+        return out if authenticated else public(out)
 
     def reload(self) -> bool:
         """Re-read the configuration (the ADAPTER_CONFIG file and any secret files) and put all of it in force;
@@ -324,6 +325,17 @@ def create_app(
         return response
 
     return app
+
+
+def public(value: object, key: str = "") -> object:
+    """What a caller without a secret may see of a /readyz body: no location, and no free text (see WITHHELD)."""
+    if isinstance(value, dict):
+        return {k: public(v, k) for k, v in value.items() if k not in LOCATION_KEYS}
+    if isinstance(value, (list, tuple)):
+        return [public(v, key) for v in value]
+    if isinstance(value, str) and key not in FIXED_WORD_KEYS and value not in FIXED_PHRASES:
+        return WITHHELD
+    return value
 
 
 def _client(config: Config) -> Alert24Client | None:

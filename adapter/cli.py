@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from urllib.parse import urlsplit
 
-from . import alertmanager, heartbeat, rest
+from . import alertmanager, heartbeat, rest, traffic
 from .config import from_env
 from .errors import AdapterError, ConfigError, LedgerError
 from .mapping import plan
@@ -240,6 +240,7 @@ def _render_rest(config, route: str, planned, as_json: bool) -> None:
     """The requests of the rest format each event becomes now, from what the ledger holds of its key (rest.step)."""
     events = planned.events
     records = _rest_records(config, route, events)
+    known = _known(config, route, events)
     now, at = time.time(), datetime.now(timezone.utc)
     for alert, rule in planned.dropped:
         if as_json:
@@ -247,7 +248,8 @@ def _render_rest(config, route: str, planned, as_json: bool) -> None:
         else:
             print(f"dropped: alert {alert.fingerprint} ({alert.labels.get('alertname', '')}) by rule {rule!r}")
     for i, event in enumerate(events, 1):
-        todo = rest.step(records.get(event.dedup_key), event, now, rest.lease(config.time_budget))
+        choice = traffic.decide(known.get(event.dedup_key), event, now, traffic.Settings(config.resend_interval))
+        todo = rest.step(records.get(event.dedup_key), event, now, rest.lease(config.time_budget), choice)
         calls = _rest_calls(todo, event, config.api_url, route, at)
         step = {"step": todo.kind, "reason": todo.reason, "requests": [c.describe() for c in calls]}
         if as_json:
@@ -277,6 +279,8 @@ def _rest_calls(todo: rest.Step, event, api_url: str, route: str, at: datetime) 
         return [rest.update(todo.incident_id, api_url, todo.changes)]
     if todo.kind == rest.RESOLVE:
         return [rest.resolve(todo.incident_id, api_url, at)]
+    if todo.kind == rest.CHECK:
+        return [rest.fetch(todo.incident_id, api_url)]
     if todo.kind == rest.FIND:
         first = rest.page(api_url, 0)
         if event.action == "resolve" or todo.may_create:
@@ -285,47 +289,45 @@ def _rest_calls(todo: rest.Step, event, api_url: str, route: str, at: datetime) 
     return []
 
 
-def _rest_records(config, route: str, events) -> dict:
-    """What the ledger holds of the events' keys in the rest format; nothing without a ledger to read."""
+def _from_ledger(config, events, read, otherwise: str) -> dict:
+    """read(ledger) for a render; nothing without a ledger, or where reading would create its file (a render
+    changes nothing), or when it cannot be read (`otherwise` says what that means)."""
     from .ledger import open_ledger
 
     if not events or not config.ledger_on:
         return {}
     path = urlsplit(config.ledger_url).path if config.ledger_url.startswith("sqlite:") else None
     if path is not None and not os.path.exists(path):
-        return {}  # reading would create the file: a render changes nothing
+        return {}
     ledger = open_ledger(config.ledger_url, config.ledger_display())
     try:
-        return ledger.rest_records(route, [e.dedup_key for e in events])
+        return read(ledger)
     except LedgerError as exc:
-        print(f"alert24-adapter: ledger not read, so each key is shown as new: {exc.message}", file=sys.stderr)
+        print(f"alert24-adapter: ledger not read, so {otherwise}: {exc.message}", file=sys.stderr)
         return {}
     finally:
         ledger.close()
 
 
+def _rest_records(config, route: str, events) -> dict:
+    """What the ledger holds of the events' keys in the rest format (rest.Record)."""
+    keys = [e.dedup_key for e in events]
+    return _from_ledger(config, events, lambda ledger: ledger.rest_records(route, keys), "each key is shown as new")
+
+
+def _known(config, route: str, events) -> dict:
+    """What the ledger knows of the events' keys (traffic.Known)."""
+    keys = [e.dedup_key for e in events]
+    return _from_ledger(config, events, lambda ledger: ledger.known(route, keys), "every event would be sent")
+
+
 def _decisions(config, route: str, events) -> dict[str, dict]:
     """What the ledger makes of each event now (traffic.decide): sent, or skipped because Alert24 has it, and why.
     Empty when nothing would be skipped (RESEND_INTERVAL=0, or no ledger to ask)."""
-    from . import traffic
-    from .ledger import open_ledger
-
     if not events or config.resend_interval <= 0 or not config.ledger_on:
         return {}
-    path = urlsplit(config.ledger_url).path if config.ledger_url.startswith("sqlite:") else None
+    known = _known(config, route, events)
     interval = _duration(config.resend_interval)
-    if path is not None and not os.path.exists(path):
-        # Reading would create the file: a render changes nothing.
-        known: dict = {}
-    else:
-        ledger = open_ledger(config.ledger_url, config.ledger_display())
-        try:
-            known = ledger.known(route, [e.dedup_key for e in events])
-        except LedgerError as exc:
-            print(f"alert24-adapter: ledger not read, so every event would be sent: {exc.message}", file=sys.stderr)
-            return {}
-        finally:
-            ledger.close()
     now = time.time()
     out = {}
     for event in events:
@@ -336,6 +338,9 @@ def _decisions(config, route: str, events) -> dict[str, dict]:
             facts.append(f"open since {_when(seen.open_since)}")
         if seen is not None and seen.accepted_at is not None:
             facts.append(f"{seen.action} accepted {_ago(now - seen.accepted_at)} ago")
+            facts.append(f"episode {seen.episode or 'not recorded'}")
+        if seen is not None and seen.doubt:
+            facts.append("in doubt")
         facts.append(f"RESEND_INTERVAL {interval}")
         verdict = "skip" if choice.verdict == traffic.SKIP else "send"
         what = _REASONS.get(choice.reason, choice.reason)
@@ -353,8 +358,10 @@ _REASONS = {
     "severity_changed": "the severity changed",
     "resolve": "a resolve of an incident that may be open",
     "refresh": "the last trigger Alert24 accepted is older than RESEND_INTERVAL",
-    "unchanged": "unchanged: Alert24 accepted this trigger, with this severity, within RESEND_INTERVAL",
-    "duplicate": "a copy of a resolve Alert24 accepted within RESEND_INTERVAL",
+    "new_episode": "a new firing episode: a resolve this ledger did not see may have closed the incident",
+    "in_doubt": "a resolve of it may have reached Alert24 unrecorded",
+    "unchanged": "unchanged: Alert24 accepted this trigger, of this episode and severity, within RESEND_INTERVAL",
+    "duplicate": "a copy of a resolve of this episode Alert24 accepted within RESEND_INTERVAL",
 }
 
 

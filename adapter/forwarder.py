@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 import time
 from collections import Counter as Tally
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -29,6 +31,10 @@ LEDGER_SHARE, LEDGER_SHARE_MAX = 0.1, 0.5
 # The most the ledger's read before sending, and the rate budget's write, may take of the budget: room for a
 # worker's first PostgreSQL connection (the ledger begins one only with a second left), and no more.
 LOOKUP_MAX = 1.5
+# The most keys this process remembers in doubt, or by when Alert24 last accepted them.
+MEMORY_MAX = 65536
+# How often a process tries again to write the doubts the ledger refused.
+DOUBT_RETRY = 1.0
 DEFERRAL_REASONS = {
     traffic.BACKPRESSURE: "Alert24 asked this integration key to wait (429, or 5xx after retries)",
     traffic.BUDGET: "the rate budget ALERT24_RATE_LIMIT is spent",
@@ -127,6 +133,12 @@ class Forwarder:
         # RESEND_INTERVAL (0: every event is sent) and ALERT24_RATE_LIMIT (0: no budget); a reload sets them anew.
         self.resend_interval, self.rate_limit = resend_interval, rate_limit
         self.budget = traffic.LocalBudget()
+        # Keys whose resolve may have reached Alert24 without the ledger knowing (see _doubt_ahead), and when
+        # Alert24 last accepted each key (see _remember): this process's own, oldest first, bounded.
+        self._doubts: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._doubt_lock = threading.Lock()
+        self._doubt_writer: threading.Thread | None = None
+        self._recent: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.heartbeat = heartbeat
         self.ledger = ledger
         self.ledger_status: dict[str, object] | None = None
@@ -185,21 +197,28 @@ class Forwarder:
         deadline = started + self.time_budget
         send_by = deadline if self.ledger is None else deadline - min(LEDGER_SHARE_MAX, LEDGER_SHARE * self.time_budget)
         integration_key = target.integration_key or ""
+        now = time.time()
+        known = self._known(target, events, deadline)
         if target.format == "rest":
-            # Its own decisions (adapter.rest.step): an open key's repeat sends nothing, whatever RESEND_INTERVAL.
+            # Backpressure is the REST client's own (adapter.lifecycle): decide() weighs only what is proven.
+            choices = [traffic.decide(known.get(e.dedup_key), e, now, self._settings(0.0)) for e in events]
+            sending = [e for e, c in zip(events, choices, strict=True) if c.verdict != traffic.SKIP]
+            self._doubt_ahead(target, sending, known, deadline)
             lifecycle = Lifecycle(client, self.ledger, target.route, send_by, request_id, rest.lease(self.time_budget))
-            deliveries = lifecycle.deliver(events)
+            deliveries = lifecycle.deliver(events, choices)
             resume_at = client.backpressure.paused_until(REST_KEY)
             if resume_at > time.time():
                 m.paused_until.labels(target.name, traffic.BACKPRESSURE).set(resume_at)
         else:
-            sending, settled, resume_at = self._pace(client, target, events, integration_key, send_by)
+            sending, settled, resume_at = self._pace(client, target, events, known, integration_key, send_by)
+            self._doubt_ahead(target, sending, known, deadline)
             deliveries = client.send(sending, integration_key, send_by, request_id) if sending else []
             paused = client.backpressure.paused_until(traffic.key_id(integration_key))
             if paused > time.time():
                 m.paused_until.labels(target.name, traffic.BACKPRESSURE).set(paused)
             resume_at = max(resume_at, paused)
             deliveries += settled
+        self._remember(target, deliveries)
         for d in deliveries:
             e = d.event
             m.events.labels(e.action, d.outcome, dedup_by).inc()
@@ -297,8 +316,17 @@ class Forwarder:
             return outcome, ping.detail
         return outcome, ""
 
+    def _settings(self, paused_until: float) -> traffic.Settings:
+        return traffic.Settings(self.resend_interval, paused_until)
+
     def _pace(
-        self, client: Alert24Client, target: Target, events: list[Event], integration_key: str, deadline: float
+        self,
+        client: Alert24Client,
+        target: Target,
+        events: list[Event],
+        known: dict[str, traffic.Known],
+        integration_key: str,
+        deadline: float,
     ) -> tuple[list[Event], list[Delivery], float]:
         """Which events go now, in the order they go (traffic.decide and traffic.ordered); the others as settled
         deliveries: skipped as unchanged (Alert24 has them) or deferred (backpressure, budget). And the Unix time
@@ -306,8 +334,7 @@ class Forwarder:
         now = time.time()
         kid = traffic.key_id(integration_key)
         paused = client.backpressure.paused_until(kid)
-        known = self._known(target, events, deadline) if self.resend_interval > 0 else {}
-        settings = traffic.Settings(self.resend_interval, paused)
+        settings = self._settings(paused)
         choices = [traffic.decide(known.get(e.dedup_key), e, now, settings) for e in events]
         settled = []
         for event, choice in zip(events, choices, strict=True):
@@ -315,7 +342,13 @@ class Forwarder:
                 settled.append(Delivery(event, UNCHANGED, None, 0, 0.0, choice.reason))
             elif choice.verdict == traffic.DEFER:
                 settled.append(Delivery(event, DEFERRED, None, 0, 0.0, choice.reason))
-        sending = [event for event, _ in traffic.ordered(events, choices)]
+
+        def last_sent(event: Event) -> float | None:
+            found = known.get(event.dedup_key)
+            times = [t for t in (found and found.accepted_at, self._recent.get((target.route, event.dedup_key))) if t]
+            return max(times) if times else None
+
+        sending = [event for event, _ in traffic.ordered(events, choices, last_sent)]
         resume_at = paused if paused > now else 0.0
         if paused > now:
             self.metrics.paused_until.labels(target.name, traffic.BACKPRESSURE).set(paused)
@@ -331,13 +364,14 @@ class Forwarder:
         return sending, settled, resume_at
 
     def _known(self, target: Target, events: list[Event], deadline: float) -> dict[str, traffic.Known]:
-        """What the ledger knows of the events' keys; nothing when there is no ledger or it cannot be read, and
-        then every event is sent."""
-        if self.ledger is None or not events:
+        """What the ledger knows of the events' keys, with the doubts this process holds that the ledger could not
+        take; nothing when there is no ledger or it cannot be read, and then every event is sent."""
+        wanted = self.resend_interval > 0 or self.rate_limit > 0 or target.format == "rest"
+        if self.ledger is None or not events or not wanted:
             return {}
         try:
             by = min(deadline, time.monotonic() + LOOKUP_MAX)
-            return self.ledger.known(target.route, [e.dedup_key for e in events], by)
+            known = self.ledger.known(target.route, [e.dedup_key for e in events], by)
         except LedgerError as exc:
             self.metrics.ledger_errors.labels("lookup").inc()
             log.warning(
@@ -345,6 +379,81 @@ class Forwarder:
                 extra={"route": target.name, "error": exc.message, "events": len(events)},
             )
             return {}
+        for event in events:
+            if (target.route, event.dedup_key) in self._doubts:
+                known[event.dedup_key] = dataclasses.replace(known.get(event.dedup_key, traffic.Known()), doubt=True)
+        return known
+
+    def _doubt_ahead(
+        self, target: Target, sending: list[Event], known: dict[str, traffic.Known], deadline: float
+    ) -> None:
+        """Before resolves go out for keys the ledger knows: put them in doubt (ledger.doubt), so that a resolve
+        whose record then fails still stops a trigger from being skipped. Where the ledger cannot take it, this
+        process keeps the doubt until it can."""
+        keys = [(target.route, e.dedup_key) for e in sending if e.action == "resolve" and e.dedup_key in known]
+        if not keys:
+            return
+        try:
+            self.ledger.doubt(keys, min(deadline, time.monotonic() + LOOKUP_MAX))
+        except LedgerError as exc:
+            self.metrics.ledger_errors.labels("doubt").inc()
+            self._hold_doubts(keys)
+            log.warning(
+                "ledger not written before resolves; this process keeps them in doubt until it can",
+                extra={"route": target.name, "error": exc.message, "events": len(keys)},
+            )
+
+    def _hold_doubts(self, keys: list[tuple[str, str]]) -> None:
+        """Keep keys in doubt in this process, and have them written to the ledger as soon as it takes them."""
+        if not keys:
+            return
+        now = time.time()
+        with self._doubt_lock:
+            for key in keys:
+                self._doubts[key] = now
+            while len(self._doubts) > MEMORY_MAX:
+                key, _ = self._doubts.popitem(last=False)
+                log.error(
+                    "too many keys in doubt for this process to keep; the oldest is let go",
+                    extra={"route": key[0] or "default", "dedup_key": key[1]},
+                )
+            if self._doubt_writer is None or not self._doubt_writer.is_alive():
+                # Started in the worker that needs it, never before a fork.
+                self._doubt_writer = threading.Thread(target=self._write_doubts, name="alert24-doubts", daemon=True)
+                self._doubt_writer.start()
+
+    def _doubted(self) -> list[tuple[str, str]]:
+        with self._doubt_lock:
+            return list(self._doubts)
+
+    def _forget_doubts(self, keys: list[tuple[str, str]]) -> None:
+        with self._doubt_lock:
+            for key in keys:
+                self._doubts.pop(key, None)
+
+    def _write_doubts(self) -> None:
+        """Every DOUBT_RETRY seconds while this process holds doubts: write them to the ledger, so that every other
+        process on it sees them too; it ends once the ledger took them (or a webhook's record did)."""
+        while self._doubts:
+            time.sleep(DOUBT_RETRY)
+            keys = self._doubted()
+            try:
+                self.ledger.doubt(keys)
+            except LedgerError:
+                continue
+            self._forget_doubts(keys)
+            log.info("keys in doubt written to the ledger", extra={"keys": len(keys)})
+
+    def _remember(self, target: Target, deliveries: list[Delivery]) -> None:
+        """When Alert24 last accepted each key, in this process: the budget's order where the ledger lacks it."""
+        now = time.time()
+        for d in deliveries:
+            if d.outcome == ACCEPTED:
+                key = (target.route, d.event.dedup_key)
+                self._recent.pop(key, None)
+                self._recent[key] = now
+        while len(self._recent) > MEMORY_MAX:
+            self._recent.popitem(last=False)
 
     def _take(self, target: Target, kid: str, wanted: int, now: float, deadline: float) -> tuple[int, float]:
         """The rate budget's grant: from the ledger's store (shared by every worker and replica on it), else
@@ -362,18 +471,23 @@ class Forwarder:
         return self.budget.take(kid, self.rate_limit, wanted, now)
 
     def _record(self, target: Target, accepted: list[Event], deadline: float, unchanged: list[Event] = ()) -> None:
-        """Keep the ledger of open incidents, by the deadline; its failure never changes the webhook's answer."""
-        if not accepted and not unchanged:
+        """Keep the ledger of open incidents, by the deadline, with the doubts this process holds; its failure never
+        changes the webhook's answer, but leaves the resolves it accepted in doubt."""
+        doubted = self._doubted()
+        if not accepted and not unchanged and not doubted:
             return
         try:
-            self.ledger.record(target.route, accepted, time.time(), deadline, unchanged)
+            self.ledger.record(target.route, accepted, time.time(), deadline, unchanged, doubted)
         except LedgerError as exc:
             self.metrics.ledger_errors.labels("record").inc()
             self.ledger_status = {"ok": False, "error": exc.message, "at": time.time()}
+            self._hold_doubts([(target.route, e.dedup_key) for e in accepted if e.action == "resolve"])
             log.warning(
-                "ledger not updated; the events were delivered, the reconciler will not know of them",
+                "ledger not updated; the events were delivered, the reconciler will not know of them, and their "
+                "keys' next triggers are sent",
                 extra={"route": target.name, "error": exc.message, "events": len(accepted)},
             )
             return
+        self._forget_doubts(doubted)
         if self.ledger_status is None or not self.ledger_status["ok"]:
             self.ledger_status = {"ok": True, "error": None, "at": time.time()}

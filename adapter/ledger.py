@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from .alert24 import alarm
 from .errors import LedgerError
 from .mapping import Event
 from .rest import Record
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     import sqlite3
 
 log = logging.getLogger("alert24_adapter.ledger")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # After a failure to reach the store, the hot path skips it this long instead of waiting on it again.
 # Contention (a lock another process holds) is no failure: it is waited for, up to the caller's deadline.
 BACKOFF_SECONDS = 10.0
@@ -92,6 +93,11 @@ MIGRATIONS = (
             PRIMARY KEY (route, dedup_key)
         )""",
     ),
+    # 4: the firing episode of the accepted event, and the doubt a resolve leaves until its outcome is recorded.
+    (
+        "ALTER TABLE alert24_adapter_accepted ADD COLUMN episode TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE alert24_adapter_accepted ADD COLUMN doubt INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 # How long the record of an accepted event is kept (the app sets RESEND_INTERVAL's), and how often old ones go.
 ACCEPTED_RETENTION, PRUNE_EVERY = 86400.0, 60.0
@@ -151,6 +157,7 @@ class Ledger:
 
     param = "?"
     display = ""
+    _add_column = "ADD COLUMN"
 
     def __init__(self) -> None:
         self._down_until = 0.0
@@ -192,7 +199,7 @@ class Ledger:
             raise LedgerError(f"the ledger's schema is version {version}, newer than this adapter's {SCHEMA_VERSION}")
         for statements in MIGRATIONS[version:]:
             for statement in statements:
-                cur.execute(statement)
+                cur.execute(statement.replace("ADD COLUMN", self._add_column))
         if version == SCHEMA_VERSION:
             return False
         cur.execute(
@@ -211,12 +218,14 @@ class Ledger:
         now: float,
         deadline: float | None = None,
         unchanged: Sequence[Event] = (),
+        doubted: Sequence[tuple[str, str]] = (),
     ) -> None:
         """After Alert24 accepted them: a trigger opens or refreshes its incident, a resolve closes it, and each
-        is noted as the last event Alert24 accepted for its key. `unchanged` triggers, skipped because Alert24
-        has them already, refresh their incidents only. One transaction for all of them, given up at the
-        deadline (time.monotonic) when the store is locked."""
-        if not events and not unchanged:
+        is noted as the last event Alert24 accepted for its key, with its firing episode, ending any doubt on
+        it. `unchanged` triggers, skipped because Alert24 has them already, refresh their incidents only.
+        `doubted` (route, dedup_key) pairs are put in doubt first (see doubt()). One transaction for all of
+        them, given up at the deadline (time.monotonic) when the store is locked."""
+        if not events and not unchanged and not doubted:
             return
         prune = now - self._pruned >= PRUNE_EVERY
 
@@ -226,14 +235,16 @@ class Ledger:
                     self._sql("DELETE FROM alert24_adapter_accepted WHERE accepted_at < ?"),
                     (now - self.accepted_retention,),
                 )
+            self._doubt(cur, doubted)
             for event in events:
                 cur.execute(
                     self._sql(
-                        "INSERT INTO alert24_adapter_accepted (route, dedup_key, action, severity, accepted_at) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (route, dedup_key) DO UPDATE SET "
-                        "action = excluded.action, severity = excluded.severity, accepted_at = excluded.accepted_at"
+                        "INSERT INTO alert24_adapter_accepted (route, dedup_key, action, severity, accepted_at, "
+                        "episode, doubt) VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (route, dedup_key) DO UPDATE SET "
+                        "action = excluded.action, severity = excluded.severity, accepted_at = excluded.accepted_at, "
+                        "episode = excluded.episode, doubt = 0"
                     ),
-                    (route, event.dedup_key, event.action, event.severity, now),
+                    (route, event.dedup_key, event.action, event.severity, now, event.episode),
                 )
             for event in (*events, *unchanged):
                 if event.action == "resolve":
@@ -276,10 +287,24 @@ class Ledger:
         if prune:
             self._pruned = now
 
+    def doubt(self, keys: Sequence[tuple[str, str]], deadline: float | None = None) -> None:
+        """Before a resolve is sent for these (route, dedup_key) pairs: until its outcome is recorded, no trigger
+        of theirs is skipped, even of the same firing episode (traffic.decide). Written ahead, so that a resolve
+        Alert24 accepted whose record then fails leaves the doubt behind, for every process on the store."""
+        if keys:
+            self._run(lambda cur: self._doubt(cur, keys), deadline=deadline)
+
+    def _doubt(self, cur, keys: Sequence[tuple[str, str]]) -> None:
+        for route, dedup_key in keys:
+            cur.execute(
+                self._sql("UPDATE alert24_adapter_accepted SET doubt = 1 WHERE route = ? AND dedup_key = ?"),
+                (route, dedup_key),
+            )
+
     def known(self, route: str, dedup_keys: Sequence[str], deadline: float | None = None) -> dict[str, Known]:
         """What the ledger knows of these dedup_keys on the route: open incidents and the last accepted events."""
         opened: dict[str, tuple[float, str]] = {}
-        accepted: dict[str, tuple[str, str, float]] = {}
+        accepted: dict[str, tuple[str, str, float, str, bool]] = {}
 
         def work(cur) -> None:
             for i in range(0, len(dedup_keys), 500):  # under every store's limit of bound parameters
@@ -295,19 +320,19 @@ class Ledger:
                 opened.update((row[0], (row[1], row[2])) for row in cur.fetchall())
                 cur.execute(
                     self._sql(
-                        "SELECT dedup_key, action, severity, accepted_at FROM alert24_adapter_accepted "  # noqa: S608 - placeholders only
-                        f"WHERE route = ? AND dedup_key IN ({marks})"
+                        "SELECT dedup_key, action, severity, accepted_at, episode, doubt "  # noqa: S608 - placeholders only
+                        f"FROM alert24_adapter_accepted WHERE route = ? AND dedup_key IN ({marks})"
                     ),
                     (route, *chunk),
                 )
-                accepted.update((row[0], (row[1], row[2], row[3])) for row in cur.fetchall())
+                accepted.update((row[0], (row[1], row[2], row[3], row[4], bool(row[5]))) for row in cur.fetchall())
 
         self._run(work, write=False, deadline=deadline)
         out = {}
         for key in opened.keys() | accepted.keys():
             since, severity = opened.get(key, (None, ""))
-            action, accepted_severity, at = accepted.get(key, ("", "", None))
-            out[key] = Known(since, severity, action, at, accepted_severity)
+            action, accepted_severity, at, episode, doubt = accepted.get(key, ("", "", None, "", False))
+            out[key] = Known(since, severity, action, at, accepted_severity, episode, doubt)
         return out
 
     def take(
@@ -683,6 +708,8 @@ class PostgresLedger(Ledger):
     """
 
     param = "%s"
+    # Two replicas may start on one schema at once: each migration step must be safe to take twice.
+    _add_column = "ADD COLUMN IF NOT EXISTS"
     _select_members = "SELECT fingerprints FROM alert24_adapter_incidents WHERE route = ? AND dedup_key = ? FOR UPDATE"
 
     def __init__(self, url: str, display: str):
@@ -801,13 +828,8 @@ def _severed_at(conn, deadline: float) -> Iterator[None]:
     """Shut the connection's socket down at the deadline (time.monotonic), so that whatever waits on it then —
     a statement on a half-open connection, the rollback after it — fails at once instead of waiting for TCP,
     or forever where every packet is still acknowledged. The connection is broken then, and replaced."""
-    timer = threading.Timer(max(deadline - time.monotonic(), 0.0), _sever, (conn,))
-    timer.daemon = True
-    timer.start()
-    try:
+    with alarm(deadline - time.monotonic(), _sever, conn):
         yield
-    finally:
-        timer.cancel()
 
 
 def _sever(conn) -> None:

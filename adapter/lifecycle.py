@@ -9,8 +9,14 @@ up before it creates again.
 
 A lookup reads the whole list of open incidents once per webhook, page by page, and the webhook's events share
 it. Paged by offset, that list must not shrink while it is read, so the webhook's own resolves wait for a scan
-in progress, and a scan for the resolves in flight. A scan stopped by its bound knows nothing of the incidents
-it did not read: an event whose key it did not find fails (503) rather than create or take its incident as gone.
+in progress, and a scan for the resolves in flight. A scan stops at its bound of pages, or when the time budget
+runs short, and knows nothing of the incidents it did not read: a trigger whose key it did not find creates its
+incident all the same (the page comes first; the key's resolve then sweeps any other open incident of it), and a
+resolve whose key it did not find fails (503) rather than take its incident as gone. Lookups match the route as well
+as the dedup tag: an incident belongs to one route.
+
+A trigger for a key whose incident id the ledger holds is skipped only where traffic.decide() proves the incident
+open for the same firing episode; otherwise the incident is checked by its id (GET) and opened anew if it was closed.
 
 Paging does not depend on the ledger: when it cannot be read, every event is looked up before it is sent.
 """
@@ -25,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 
-from . import rest
+from . import rest, traffic
 from .alert24 import ACCEPTED, DEFERRED, FAILED, REJECTED, UNCHANGED, Alert24Client, Answer, Delivery
 from .errors import LedgerError
 from .ledger import Ledger
@@ -36,6 +42,8 @@ log = logging.getLogger("alert24_adapter.lifecycle")
 WAIT_PAUSE = 0.05
 # The least time left in which a create whose answer was lost is looked up at once.
 RECOVERY_MIN = 0.5
+# A lookup stops paging when less than this is left of the time budget: what it found so far must still be acted on.
+SCAN_RESERVE = 1.5
 
 
 class Lifecycle:
@@ -57,7 +65,8 @@ class Lifecycle:
         self.degraded = ledger is None
         self._scan_lock = threading.Lock()
         self._seen: list[dict] | None = None  # the open incidents of the last whole scan, in page order
-        self._truncated = False  # that scan stopped at rest.MAX_PAGES
+        self._truncated = False  # that scan stopped at rest.MAX_PAGES, or for time
+        self._pages = 0  # the pages it read
         self._scan_error: tuple[Answer | None, str] | None = None  # why a scan could not be read
         self._scanned_after = 0  # how many of our creates had lost their answers when the scan began
         self._rescanned = False
@@ -67,9 +76,10 @@ class Lifecycle:
         self._scanning = False
         self._resolves_in_flight = 0
 
-    def deliver(self, events: Sequence[Event]) -> list[Delivery]:
+    def deliver(self, events: Sequence[Event], choices: Sequence[traffic.Choice] | None = None) -> list[Delivery]:
         """Every event's Delivery: ACCEPTED once Alert24 holds the incident as the event says (created, updated,
-        found, resolved, or already gone), UNCHANGED when nothing needed sending, else why not."""
+        found, resolved, or already gone), UNCHANGED when nothing needed sending, else why not. `choices`:
+        traffic.decide()'s for each event (None: nothing is proven, as for the reconciler's events)."""
         records: dict[str, rest.Record] = {}
         if self.ledger is not None and events:
             try:
@@ -80,16 +90,19 @@ class Lifecycle:
                     "ledger not read; each incident is looked up at Alert24 before it is created or resolved",
                     extra={"route": self.route or "default", "error": exc.message, "events": len(events)},
                 )
-        return self.client.fan_out(list(events), lambda e: self._one(e, records.get(e.dedup_key)))
+        chosen = dict(zip((e.dedup_key for e in events), choices or (), strict=False))
+        return self.client.fan_out(
+            list(events), lambda e: self._one(e, records.get(e.dedup_key), chosen.get(e.dedup_key))
+        )
 
     # -- one event ---------------------------------------------------------------------------------
 
-    def _one(self, event: Event, record: rest.Record | None) -> Delivery:
+    def _one(self, event: Event, record: rest.Record | None, choice: traffic.Choice | None = None) -> Delivery:
         tally = _Tally()
         if self.degraded:
             todo = rest.Step(rest.FIND, "the ledger cannot be read")
         else:
-            todo = rest.step(record, event, self.clock(), self.lease)
+            todo = rest.step(record, event, self.clock(), self.lease, choice)
         if todo.kind == rest.WAIT:
             todo, record = self._wait(event)
             if todo.kind == rest.WAIT:
@@ -99,6 +112,8 @@ class Lifecycle:
             return Delivery(event, UNCHANGED, None, 0, 0.0, todo.reason, incident_id=todo.incident_id or "")
         if todo.kind == rest.UPDATE:
             return self._update(event, todo, tally, record)
+        if todo.kind == rest.CHECK:
+            return self._check(event, todo, tally, record)
         if todo.kind == rest.RESOLVE:
             return self._resolve(event, [todo.incident_id], tally, todo.reason, todo.sweep)
         if event.action == "trigger" and todo.kind == rest.FIND and not todo.may_create:
@@ -146,10 +161,42 @@ class Lifecycle:
         self._keep(event, todo.incident_id, bool(record and record.uncertain))
         return tally.delivery(event, ACCEPTED, todo.reason, todo.incident_id)
 
+    def _check(self, event: Event, todo: rest.Step, tally: _Tally, record: rest.Record) -> Delivery:
+        """A trigger whose incident nothing proves open: GET it by its id. Still open, it is kept (and updated where
+        its title or severity changed); resolved or gone, the key's incident is created anew (after a lookup)."""
+        answer = tally.add(self._call(rest.fetch(todo.incident_id, self.api_url)))
+        state = rest.still_open(answer.body) if answer.outcome == ACCEPTED else None
+        if state is None and not rest.gone(answer.status, answer.body):
+            if answer.outcome == ACCEPTED:
+                return tally.delivery(event, FAILED, "Alert24's answer for the incident is not an incident")
+            return tally.delivery(event, answer.outcome, answer.detail)
+        if state:
+            changes = rest.changed(record, event)
+            if changes:
+                update = rest.Step(rest.UPDATE, todo.reason, todo.incident_id, changes)
+                return self._update(event, update, tally, record)
+            self._keep(event, todo.incident_id, record.uncertain)
+            return tally.delivery(event, ACCEPTED, f"still open at Alert24 ({todo.reason})", todo.incident_id)
+        log.info(
+            "the key's incident is no longer open at Alert24; a new one is opened",
+            extra={"route": self.route or "default", "dedup_key": event.dedup_key, "incident": todo.incident_id},
+        )
+        # A record that cannot be forgotten would hand the create its old id again: then no claim is taken.
+        forgotten = self._forget(event)
+        return self._create(event, tally, doubted=not forgotten, claim=forgotten)
+
     def _resolve(self, event: Event, ids: list[str], tally: _Tally, why: str, sweep: bool = False) -> Delivery:
         """PUT each incident resolved; with `sweep`, then every other open one found with the key's tag."""
         if sweep:
             found = self._find(event.dedup_key, tally)
+            if found is None and self._inconclusive():
+                # What the bounded scan read is swept; the resolve of what is known never waits on the rest.
+                found = rest.matching(self._seen or [], event.dedup_key, self.route)
+                log.warning(
+                    "sweeping other open incidents of one key: the lookup by tag stopped at its bound, so any beyond "
+                    "it stay open",
+                    extra={"route": self.route or "default", "dedup_key": event.dedup_key},
+                )
             if found is None:
                 return tally.failed(event)
             strays = [i for i in found if i not in ids]
@@ -180,14 +227,18 @@ class Lifecycle:
         detail = f"{why}; it may still be under way at Alert24, and is looked up again before another is made"
         return tally.delivery(event, FAILED, detail)
 
-    def _create(self, event: Event, tally: _Tally, doubted: bool) -> Delivery:
+    def _create(self, event: Event, tally: _Tally, doubted: bool, claim: bool = True) -> Delivery:
         """Create the incident once: under the key's claim, after a lookup by its tag (another replica, or a ledger
         since lost, may have made it); after a lost answer, not again until a later attempt (see rest.step) has
         looked it up. `doubted`: an earlier create of ours may have reached Alert24, so the doubt stays on record
-        until the incident is known."""
+        until the incident is known.
+
+        A lookup that cannot conclude (the open list is longer than its bound, or slower than the time budget)
+        does not hold the page back: the incident is created, and kept uncertain, so that its resolve sweeps any
+        other open incident of the key on the route (a merge, later)."""
         claimant = os.urandom(8).hex()
         claimed = False
-        if not self.degraded:
+        if claim and not self.degraded:
             try:
                 claimed, holder = self.ledger.claim(
                     self.route, event.dedup_key, claimant, self.clock(), self.lease, self._by()
@@ -204,6 +255,14 @@ class Lifecycle:
                     return self._one(event, holder or rest.Record(claimed_at=self.clock()))
                 doubted = doubted or holder is not None
         found = self._find(event.dedup_key, tally)
+        if found is None and self._inconclusive():
+            log.warning(
+                "lookup by tag could not conclude within its bound; the incident is created, and any other open "
+                "incident of the key is resolved with it",
+                extra={"route": self.route or "default", "dedup_key": event.dedup_key, "pages": rest.MAX_PAGES},
+            )
+            found, doubted = rest.matching(self._seen or [], event.dedup_key, self.route), True
+            tally.last_failure, tally.failure_detail = None, ""
         if found is None:
             # Nothing created: a doubt from before stays on record, for whoever comes next to look up first too.
             (self._uncertain if doubted else self._release)(event, claimant, claimed)
@@ -282,28 +341,33 @@ class Lifecycle:
             if self._scan_error is not None:
                 tally.last_failure, tally.failure_detail = self._scan_error
                 return None
-            found = rest.matching(self._seen or [], dedup_key)
+            found = rest.matching(self._seen or [], dedup_key, self.route)
             if not found and self._truncated:
-                log.warning(
-                    "lookup by tag stopped at its bound; the incident may be among the open ones not read",
-                    extra={"route": self.route or "default", "dedup_key": dedup_key, "pages": rest.MAX_PAGES},
-                )
                 tally.failure_detail = (
-                    f"more than {rest.MAX_PAGES * rest.PAGE_SIZE} incidents are open at Alert24: the lookup by tag "
-                    "stopped at its bound, and whether this one is among them is not known"
+                    f"the lookup by tag stopped after {self._pages} page(s) of open incidents at Alert24 (at most "
+                    f"{rest.MAX_PAGES}, within the time budget), and whether this one is among the rest is not known"
                 )
                 return None
             return found
 
+    def _inconclusive(self) -> bool:
+        """Whether the last scan was read without error but stopped at its bound (pages or time)."""
+        with self._scan_lock:
+            return self._seen is not None and self._scan_error is None and self._truncated
+
     def _scan(self, tally: _Tally) -> None:
-        """Read the open incidents from the first page while more follow, at most rest.MAX_PAGES, with none of our
-        resolves in flight (under the scan lock)."""
-        scanned_after, seen, more = self._lost_creates, [], True
+        """Read the open incidents from the first page while more follow, at most rest.MAX_PAGES and while more than
+        SCAN_RESERVE of the time budget is left (for the calls that follow), with none of our resolves in flight
+        (under the scan lock)."""
+        scanned_after, seen, more, pages = self._lost_creates, [], True, 0
         with self._gate:
             self._scanning = True
             self._gate.wait_for(lambda: self._resolves_in_flight == 0, max(self.deadline - time.monotonic(), 0.0))
         try:
             for number in range(rest.MAX_PAGES):
+                if number and self.deadline - time.monotonic() < SCAN_RESERVE:
+                    break
+                pages += 1
                 answer = tally.add(self._call(rest.page(self.api_url, number)))
                 read = rest.listed(answer.body) if answer.outcome == ACCEPTED else None
                 if read is None:
@@ -320,7 +384,7 @@ class Lifecycle:
             with self._gate:
                 self._scanning = False
                 self._gate.notify_all()
-        self._seen, self._truncated, self._scanned_after = seen, more, scanned_after
+        self._seen, self._truncated, self._scanned_after, self._pages = seen, more, scanned_after, pages
 
     @contextlib.contextmanager
     def _resolving(self) -> Iterator[None]:
@@ -353,8 +417,8 @@ class Lifecycle:
     def _keep(self, event: Event, incident_id: str, doubted: bool = False) -> None:
         self._ledger("rest_open", event, incident_id, rest.title(event), rest.severity(event), doubted)
 
-    def _forget(self, event: Event) -> None:
-        self._ledger("rest_forget", event)
+    def _forget(self, event: Event) -> bool:
+        return self._ledger("rest_forget", event)
 
     def _uncertain(self, event: Event, claimant: str, claimed: bool) -> None:
         if claimed:
@@ -364,17 +428,19 @@ class Lifecycle:
         if claimed:
             self._ledger("rest_release", event, claimant)
 
-    def _ledger(self, method: str, event: Event, *args) -> None:
-        """A write of the key's record; its failure costs a lookup later, never this event's delivery."""
+    def _ledger(self, method: str, event: Event, *args) -> bool:
+        """A write of the key's record; its failure costs a lookup or a check later, never this event's delivery."""
         if self.ledger is None:
-            return
+            return True
         try:
             getattr(self.ledger, method)(self.route, event.dedup_key, *args, deadline=self._by())
         except LedgerError as exc:
             log.warning(
-                "ledger not updated; the incident will be looked up by its tag next time",
+                "ledger not updated; the incident is looked up, or checked by its id, before its next event is skipped",
                 extra={"route": self.route or "default", "dedup_key": event.dedup_key, "error": exc.message},
             )
+            return False
+        return True
 
 
 class _Tally:

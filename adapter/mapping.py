@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -52,7 +53,8 @@ class Event:
     """One Alert24 incident event, without the integration key; `why` explains the choices made.
 
     `members` are the (fingerprint, status) of the alerts behind it, and `alertname` names them: what
-    the ledger of open incidents keeps. Neither is sent.
+    the ledger of open incidents keeps. `episode` is the firing episode the event belongs to (see episode()),
+    "" when unknown. None of them is sent.
     """
 
     dedup_key: str
@@ -62,6 +64,7 @@ class Event:
     why: dict[str, str]
     members: tuple[tuple[str, str], ...] = ()
     alertname: str = ""
+    episode: str = ""
 
     @property
     def severity(self) -> str:
@@ -138,6 +141,17 @@ def encode(event: Event, integration_key: str) -> bytes:
     return _dumps(body)
 
 
+def episode(starts: Sequence[str | None]) -> str:
+    """The firing episode of an incident, from its alerts' startsAt: the latest of them, in UTC (see
+    _utc_instant); "" when none is known.
+
+    Prometheus gives each firing episode of an alert its own startsAt and keeps it on every resend of that
+    episode. A group's incident takes its latest member's: an alert that joins, or fires again, moves it on.
+    """
+    instants = [_utc_instant(s) for s in starts if s]
+    return max(instants) if instants else ""
+
+
 def severity_for(labels: dict[str, str], rules: EventRules) -> tuple[str, str]:
     """The Alert24 severity for a label set, and the reason for it."""
     raw = labels.get(rules.severity_label, "")
@@ -185,6 +199,7 @@ def _alert_event(alert: Alert, notification: Notification, decision: Decision) -
         why={"severity": severity_why, "dedup": f"dedup_by=alert: the alert's fingerprint {alert.fingerprint}"},
         members=((alert.fingerprint, alert.status),),
         alertname=truncate(alert.labels.get("alertname", ""), MAX_ALERTNAME),
+        episode=episode([alert.starts_at]),
     )
 
 
@@ -231,6 +246,7 @@ def _group_event(notification: Notification, kept: list[tuple[Alert, Decision]])
         },
         members=tuple((a.fingerprint, a.status) for a, _ in kept),
         alertname=truncate(name, MAX_ALERTNAME),
+        episode=episode([a.starts_at for a in deciding]),
     )
 
 
@@ -363,3 +379,18 @@ def _trim(value: Any, cap: int) -> Any:
 
 def _dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode("ascii")
+
+
+def _utc_instant(value: str) -> str:
+    """An RFC 3339 timestamp (as alertmanager validated it) in UTC with nine fractional digits, so that one
+    instant reads alike from any offset and precision, and instants sort as strings."""
+    whole = datetime(
+        int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]), int(value[14:16]), int(value[17:19])
+    )
+    rest = value[19:]
+    digits = len(rest) - len(rest.lstrip(".0123456789"))
+    fraction, zone = rest[1:digits], rest[digits:]
+    if zone not in ("Z", "z"):
+        sign = 1 if zone[0] == "+" else -1
+        whole -= sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+    return f"{whole:%Y-%m-%dT%H:%M:%S}.{fraction:0<9}Z"

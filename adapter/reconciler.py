@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 import requests
 
 from . import log as logs
+from . import traffic
 from .alert24 import ACCEPTED, Alert24Client, Delivery
 from .config import Config
 from .errors import AlertmanagerUnavailable, LedgerError
@@ -217,6 +218,9 @@ class Reconciler:
                 # A webhook may have refreshed (or resolved) an entry since the pass read it: that one is left be.
                 current = {e.key: e.last_seen for e in self.ledger.entries()}
                 to_resolve = [e for e in to_resolve if current.get(e.key) == e.last_seen]
+                # Written ahead: a resolve whose removal from the ledger then fails must not let the alert's next
+                # trigger be skipped as unchanged (it may come back with its old startsAt).
+                self.ledger.doubt([e.key for e in to_resolve])
         except LedgerError as exc:
             return self._skipped(exc.message, "reconcile", forget=False, dry_run=False)
         for entry in verdict.newly_absent:
@@ -318,7 +322,9 @@ class Reconciler:
         deadline = time.monotonic() + budget
         if target.format == "rest":
             rest_run = Lifecycle(self.client, self.ledger, target.route, deadline, request_id, lease(budget))
-            return rest_run.deliver(events)
+            # A resolve closes the incident this ledger holds for the key: the pass's own, its id proven.
+            proven = [traffic.Choice(traffic.SEND, traffic.RESOLVE, 0, e.action == "resolve") for e in events]
+            return rest_run.deliver(events, proven)
         return self.client.send(events, target.integration_key or "", deadline, request_id)
 
     def _skipped(self, reason: str, ledger_operation: str | None, forget: bool, dry_run: bool) -> PassReport:

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
+from . import traffic
 from .mapping import TELLING_LABELS, Event, truncate
 
 FORMATS = ("events", "rest")
@@ -33,7 +34,7 @@ PAGE_SIZE = 100  # the documented most per page
 MAX_PAGES = 20  # a lookup reads at most this many pages of open incidents (2,000)
 
 # What to do for one event (Step.kind).
-CREATE, UPDATE, SKIP, RESOLVE, FIND, WAIT, NOTHING, ADOPT, PENDING = (
+CREATE, UPDATE, SKIP, RESOLVE, FIND, WAIT, NOTHING, ADOPT, PENDING, CHECK = (
     "create",
     "update",
     "skip",
@@ -43,7 +44,16 @@ CREATE, UPDATE, SKIP, RESOLVE, FIND, WAIT, NOTHING, ADOPT, PENDING = (
     "nothing",
     "adopt",
     "pending",
+    "check",
 )
+# Why a trigger for a known incident id is checked at Alert24 (GET by id) rather than skipped (traffic's reasons).
+_CHECKED = {
+    traffic.EPISODE: "a new firing episode: a resolve this ledger did not see may have closed the incident",
+    traffic.DOUBT: "a resolve may have closed the incident unrecorded",
+    traffic.REFRESH: "RESEND_INTERVAL has passed since Alert24 last confirmed the incident",
+    traffic.FORCED: "RESEND_INTERVAL=0: every trigger is confirmed",
+    traffic.NEW: "the ledger holds no accepted trigger for the incident",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,13 +111,17 @@ def lease(time_budget: float) -> float:
     return time_budget + 1.0
 
 
-def step(record: Record | None, event: Event, now: float, lease: float) -> Step:
-    """What one event needs, given the ledger's record of its key (None: nothing known); pure.
+def step(record: Record | None, event: Event, now: float, lease: float, choice: traffic.Choice | None = None) -> Step:
+    """What one event needs, given the ledger's record of its key (None: nothing known) and traffic.decide()'s
+    choice for it (None: nothing proven); pure.
 
     A key the ledger does not know is looked up among the open incidents by its tag, for a trigger as for a
     resolve: its incident may have been made by another replica with a ledger of its own, or before the ledger
-    was lost. A trigger for an open key is nothing, or an update of the title or severity that changed; a resolve
-    of it is a PUT on its id. A claim on the key is another process creating its incident: while fresh (younger
+    was lost. A trigger for a key with an incident id is skipped, or updated where its title or severity changed,
+    only where decide() proves the incident open for the same firing episode; otherwise the incident is checked
+    at Alert24 by its id first. A resolve of it is a PUT on its id, and also of any other open incident of the key
+    on the route unless decide() proves the id this episode's; a resolve decide() finds a duplicate of one Alert24
+    accepted is skipped. A claim on the key is another process creating its incident: while fresh (younger
     than `lease` seconds) it is waited for. A create whose answer was lost (an uncertain claim) may still be under
     way at Alert24: until its lease has passed, the incident is only looked up (`pending`), never created again
     nor taken as gone; after it, and after a claim gone stale (its process gave up or died), it is looked up and
@@ -116,13 +130,18 @@ def step(record: Record | None, event: Event, now: float, lease: float) -> Step:
     trigger = event.action == "trigger"
     if record is not None and record.incident_id:
         if not trigger:
-            why = "open, id known" + ("; an earlier create's answer was lost" if record.uncertain else "")
-            return Step(RESOLVE, why, record.incident_id, sweep=record.uncertain)
-        changes = {}
-        if title(event) != record.title:
-            changes["title"] = title(event)
-        if severity(event) != record.severity:
-            changes["severity"] = severity(event)
+            if record.uncertain:
+                why = "open, id known; an earlier create's answer was lost"
+                return Step(RESOLVE, why, record.incident_id, sweep=True)
+            if choice is None or not choice.proven:
+                # The id may be an earlier episode's, its resolve unseen here: this episode's incident is looked for.
+                why = "id known, but not proven to be this episode's incident"
+                return Step(RESOLVE, why, record.incident_id, sweep=True)
+            return Step(RESOLVE, "open, id known", record.incident_id)
+        if choice is None or not choice.proven:
+            why = _CHECKED.get(choice.reason, "nothing proves the incident open") if choice else "nothing proven"
+            return Step(CHECK, why, record.incident_id)
+        changes = changed(record, event)
         if changes:
             return Step(UPDATE, f"{' and '.join(sorted(changes))} changed", record.incident_id, changes)
         return Step(SKIP, "open, unchanged", record.incident_id)
@@ -136,7 +155,19 @@ def step(record: Record | None, event: Event, now: float, lease: float) -> Step:
         if not fresh:
             return Step(FIND, "an earlier create was cut off")
         return Step(WAIT, "another process is creating this incident")
+    if choice is not None and choice.verdict == traffic.SKIP and not trigger:
+        return Step(SKIP, "Alert24 accepted this episode's resolve already")
     return Step(FIND, "unknown to the ledger")
+
+
+def changed(record: Record, event: Event) -> dict[str, str]:
+    """The title and severity the event gives its incident, where they differ from what the record says it has."""
+    changes = {}
+    if title(event) != record.title:
+        changes["title"] = title(event)
+    if severity(event) != record.severity:
+        changes["severity"] = severity(event)
+    return changes
 
 
 def after_find(event: Event, found: Sequence[str], pending: bool = False) -> list[Step]:
@@ -180,12 +211,23 @@ def dedup_tag(dedup_key: str) -> str:
     return DEDUP_TAG + dedup_key
 
 
+def route_tag(route: str) -> str:
+    """The tag naming the route an incident belongs to: lookups match it with the dedup tag."""
+    return truncate(f"route:{route or 'default'}", MAX_TAG)
+
+
+def alias(dedup_key: str, route: str) -> str:
+    """The incident's alias: its dedup key, with the route's name before it for a named route, so that one alert
+    sent to two routes is two incidents even where Alert24 deduplicates by alias."""
+    return f"{route}/{dedup_key}" if route else dedup_key
+
+
 def tags(event: Event, route: str) -> list[str]:
-    """`key:value` tags, bounded: the dedup tag (never cut: lookups find the incident by it), the alertname, the
-    route, then the telling labels the event's alerts share."""
+    """`key:value` tags, bounded: the dedup tag (never cut) and the route (lookups find the incident by both), the
+    alertname, then the telling labels the event's alerts share."""
     labels = _labels(event)
-    out = [dedup_tag(event.dedup_key)]
-    candidates = [("alertname", event.alertname or labels.get("alertname", "")), ("route", route or "default")]
+    out = [dedup_tag(event.dedup_key), route_tag(route)]
+    candidates = [("alertname", event.alertname or labels.get("alertname", ""))]
     candidates += [(name, labels.get(name, "")) for name in TELLING_LABELS]
     for name, value in candidates:
         if value and len(out) < MAX_TAGS:
@@ -223,7 +265,7 @@ def create(event: Event, api_url: str, route: str) -> Call:
         "severity": severity(event),
         "status": "open",
         "source": SOURCE,
-        "alias": event.dedup_key,
+        "alias": alias(event.dedup_key, route),
         "tags": tags(event, route),
     }
     return Call("POST", api_url, body)
@@ -293,19 +335,35 @@ def listed(body: Any) -> tuple[list[dict[str, Any]], bool] | None:
     return [i for i in body["data"] if isinstance(i, dict)], more
 
 
-def matching(incidents: Sequence[dict[str, Any]], dedup_key: str) -> list[str]:
-    """The ids of the open incidents that carry the key's dedup tag (or its alias), oldest first."""
-    tag = dedup_tag(dedup_key)
+def matching(incidents: Sequence[dict[str, Any]], dedup_key: str, route: str = "") -> list[str]:
+    """The ids of the open incidents of the key on the route, oldest first: tagged with the route and with the key's
+    dedup tag or alias. Another route's incident of the same alert is never one of them."""
+    tag, mine_route, mine_alias = dedup_tag(dedup_key), route_tag(route), alias(dedup_key, route)
     found = []
     for position, incident in enumerate(incidents):
         incident_id = _id(incident.get("id"))
         tagged = incident.get("tags")
-        mine = (isinstance(tagged, list) and tag in tagged) or incident.get("alias") == dedup_key
+        tagged = tagged if isinstance(tagged, list) else []
+        mine = mine_route in tagged and (tag in tagged or incident.get("alias") == mine_alias)
         if incident_id and mine and incident.get("status", "open") != "resolved":
             number = incident.get("incident_number")
             order = number if isinstance(number, int) and not isinstance(number, bool) else float("inf")
             found.append((order, position, incident_id))
     return [incident_id for _, _, incident_id in sorted(found)]
+
+
+def fetch(incident_id: str, api_url: str) -> Call:
+    """The GET of one incident by its id, to check whether it is still open."""
+    return Call("GET", item_url(api_url, incident_id))
+
+
+def still_open(body: Any) -> bool | None:
+    """Whether an incident's answer (`{"data": {..., "status"}}`) says it is open; None for an answer that is not
+    an incident."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("status"), str):
+        return None
+    return data["status"] != "resolved"
 
 
 def _id(value: Any) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import random
 import threading
 import time
@@ -22,12 +23,13 @@ from .policy import SEVERITIES
 SEND, SKIP, DEFER = "send", "skip", "defer"
 # Why: the reasons decide() gives. To send:
 NEW, RAISED, CHANGED, RESOLVE = "new", "severity_raised", "severity_changed", "resolve"
+EPISODE, DOUBT = "new_episode", "in_doubt"  # a firing episode the ledger did not record; a resolve it may have missed
 REFRESH, FORCED = "refresh", "every"  # RESEND_INTERVAL passed; RESEND_INTERVAL=0
 # To skip, and to defer:
 UNCHANGED, DUPLICATE = "unchanged", "duplicate"
 BACKPRESSURE, BUDGET = "backpressure", "budget"
 # The order events go out in, lowest first: resolves and severity raises, then new triggers, then refreshes.
-_TIER = {RESOLVE: 0, RAISED: 0, NEW: 1, CHANGED: 1, FORCED: 1, REFRESH: 2}
+_TIER = {RESOLVE: 0, RAISED: 0, NEW: 1, CHANGED: 1, EPISODE: 1, DOUBT: 1, FORCED: 1, REFRESH: 2}
 # Alert24's severities from the most urgent down (SEVERITIES lists them so); unknown ones rank last.
 _RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 # The rate budget's window: ALERT24_RATE_LIMIT counts events in any 60 s. A send counts from when the budget
@@ -40,13 +42,16 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 @dataclasses.dataclass(frozen=True)
 class Known:
     """What the ledger knows of one dedup_key on one route: whether its incident is open (and since when,
-    with what severity), and the last event Alert24 accepted for it (action, severity, Unix time)."""
+    with what severity), and the last event Alert24 accepted for it (action, severity, Unix time, firing
+    episode). `doubt`: a resolve may have reached Alert24 since, unrecorded (its ledger write failed)."""
 
     open_since: float | None = None
     severity: str = ""
     action: str = ""
     accepted_at: float | None = None
     accepted_severity: str = ""
+    episode: str = ""
+    doubt: bool = False
 
     @property
     def open(self) -> bool:
@@ -64,21 +69,22 @@ class Settings:
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """decide()'s answer: the verdict, why, and for a send its place in the order (0 goes first)."""
+    """decide()'s answer: the verdict, why, and for a send its place in the order (0 goes first). `proven`: the
+    ledger proves that Alert24 holds the event's incident open, for this firing episode (see _judge)."""
 
     verdict: str
     reason: str
     tier: int = 1
+    proven: bool = False
 
 
 def decide(known: Known | None, event: Event, now: float, settings: Settings) -> Choice:
-    """Send, skip or defer one event (pure): `known` is the ledger's record of its key (None: nothing known).
+    """Send, skip or defer one event (pure), for both wire formats: `known` is the ledger's record of its key
+    (None: nothing known).
 
-    Skipped: a trigger whose incident is open with the same severity and that Alert24 accepted less than
-    RESEND_INTERVAL ago; a resolve Alert24 accepted less than RESEND_INTERVAL ago for a key no longer open
-    (the other HA member's copy). Always sent: a trigger for a key not open, a severity change, the resolve
-    of an open incident. Summary and details are no change. Deferred: anything to send while Alert24 asked
-    this integration key to wait.
+    A skip claims that Alert24 already holds what the event asks, so it is made only where the ledger proves
+    it (see _judge); in doubt, the event is sent. Deferred: anything to send while Alert24 asked this
+    integration key to wait.
     """
     choice = _judge(known, event, now, settings.resend_interval)
     if choice.verdict == SEND and now < settings.paused_until:
@@ -87,30 +93,53 @@ def decide(known: Known | None, event: Event, now: float, settings: Settings) ->
 
 
 def _judge(known: Known | None, event: Event, now: float, interval: float) -> Choice:
+    """Skipped, and only then: a trigger whose incident the ledger holds open, for the same firing episode
+    and severity, accepted by Alert24 less than RESEND_INTERVAL ago and not in doubt since; a resolve of the
+    same episode that Alert24 accepted less than RESEND_INTERVAL ago (the other HA member's copy). Anything
+    else is sent: a key not open, a new episode (a resolve this ledger did not see came between), a key in
+    doubt, a severity change, a refresh once RESEND_INTERVAL has passed. Summary and details are no change.
+    """
     if interval <= 0:
         reason = RESOLVE if event.action == "resolve" else FORCED
         return Choice(SEND, reason, _TIER[reason])
     fresh = known is not None and known.accepted_at is not None and now - known.accepted_at < interval
+    same = known is not None and bool(event.episode) and known.episode == event.episode and not known.doubt
     if event.action == "resolve":
-        if known is not None and not known.open and known.action == "resolve" and fresh:
+        if same and fresh and not known.open and known.action == "resolve":
             return Choice(SKIP, DUPLICATE)
-        return Choice(SEND, RESOLVE, _TIER[RESOLVE])
+        # Proven: the incident the ledger knows is this episode's (a REST resolve then needs no sweep for others).
+        return Choice(SEND, RESOLVE, _TIER[RESOLVE], same and known.open and known.action == "trigger")
     if known is None or not known.open:
         return Choice(SEND, NEW, _TIER[NEW])
+    if known.doubt:
+        return Choice(SEND, DOUBT, _TIER[DOUBT])
+    if known.action == "trigger" and not same:
+        return Choice(SEND, EPISODE, _TIER[EPISODE])
+    proven = fresh and known.action == "trigger"
     last = known.accepted_severity or known.severity
     if event.severity != last:
         raised = _RANK.get(event.severity, len(_RANK)) < _RANK.get(last, len(_RANK))
-        return Choice(SEND, RAISED if raised else CHANGED, _TIER[RAISED if raised else CHANGED])
-    if not fresh or known.action != "trigger":
+        reason = RAISED if raised else CHANGED
+        return Choice(SEND, reason, _TIER[reason], proven)
+    if not proven:
         return Choice(SEND, REFRESH, _TIER[REFRESH])
-    return Choice(SKIP, UNCHANGED)
+    return Choice(SKIP, UNCHANGED, proven=True)
 
 
-def ordered(events: Sequence[Event], choices: Sequence[Choice]) -> list[tuple[Event, Choice]]:
-    """The events to send with their choices, resolves and severity raises first, new triggers next, refreshes
-    last; within a tier in the notification's order."""
+def ordered(
+    events: Sequence[Event], choices: Sequence[Choice], last_sent: Callable[[Event], float | None] = lambda e: None
+) -> list[tuple[Event, Choice]]:
+    """The events to send with their choices, in the order they go when not all of them can: resolves and
+    severity raises first, new triggers next, refreshes last; within a tier, what Alert24 has not accepted yet
+    first, then what it accepted longest ago (`last_sent`: when Alert24 last accepted the event's key, None for
+    never), so that a budget too small for a group works through all of it, never the same prefix again."""
     sending = [(e, c) for e, c in zip(events, choices, strict=True) if c.verdict == SEND]
-    return sorted(sending, key=lambda pair: pair[1].tier)
+
+    def order(pair: tuple[Event, Choice]) -> tuple[int, float]:
+        at = last_sent(pair[0])
+        return pair[1].tier, -math.inf if at is None else at
+
+    return sorted(sending, key=order)
 
 
 def grant(spent: Sequence[tuple[float, int]], now: float, limit: int, wanted: int) -> tuple[int, float]:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import os
 import re
+import socket
 import time
+from collections.abc import Callable, Iterator
 from importlib import resources
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from . import alertmanager, log
+from .alert24 import alarm, gevent_patched
 from .errors import BodyTimeout, BodyTooLarge, PayloadError, Unauthorized, UnknownRoute, UnsupportedMediaType
 from .forwarder import Report
 
@@ -26,6 +30,8 @@ SKIM_ENDS = 64 * 1024
 SKIM_LIMIT = 64 * 1024 * 1024
 # Alertmanager sends a body at network speed; a client that pauses this long is not waited for.
 SKIM_READ_TIMEOUT = 1.0
+# A body is read this much at a time, each read given no more than what is left of BODY_READ_TIMEOUT.
+BODY_CHUNK = 64 * 1024
 
 
 def runtime():
@@ -127,42 +133,83 @@ def authenticated(header: str, secrets: tuple[str, ...]) -> bool:
     return bool(credentials) and matched
 
 
-def read_body(timeout: float, limit: int) -> bytes:
-    """The request body, refused (413) when over the limit and cut off (408) when it trickles in too slowly.
+def read_body(timeout: float, limit: int, clock: Callable[[], float] = time.monotonic) -> bytes:
+    """The request body, refused (413) when over the limit and cut off (408) when the whole of it takes longer than
+    `timeout` to arrive, however it trickles in.
 
     A body over the limit is never kept: its ends are skimmed for the receiver and group key to log.
     """
+    deadline = clock() + timeout
     sock = request.environ.get("gunicorn.socket")
-    if sock is not None:
-        # gunicorn itself puts no time limit on reading a body; without one a slow client holds a thread forever.
-        sock.settimeout(timeout)
     length = request.content_length
+    # gunicorn itself puts no time limit on reading a body; without one a slow client holds a worker forever.
     try:
-        if length is not None and length > limit:
-            if sock is not None:
-                sock.settimeout(min(timeout, SKIM_READ_TIMEOUT))
-            head, tail = skim(request.environ["wsgi.input"], length, time.monotonic() + timeout)
-            raise too_large(length, limit, head, tail)
-        return request.get_data(cache=False)
+        with cut_off(timeout, sock):
+            if length is not None and length > limit:
+                if sock is not None:
+                    sock.settimeout(min(timeout, SKIM_READ_TIMEOUT))
+                head, tail = skim(request.environ["wsgi.input"], length, deadline, clock)
+                raise too_large(length, limit, head, tail)
+            return read_within(request.stream, deadline, clock, sock.settimeout if sock is not None else None)
     except RequestEntityTooLarge:
         # A body without a Content-Length (chunked) that grew past the limit as it was read.
         raise too_large(None, limit, b"", b"") from None
-    except (TimeoutError, ClientDisconnected):
+    except (OSError, ClientDisconnected):  # a timeout is an OSError, as is a read side shut by cut_off
         raise BodyTimeout(f"the body did not arrive within {timeout:g} s") from None
     finally:
         if sock is not None:
             sock.settimeout(None)
 
 
-def skim(stream, length: int, deadline: float) -> tuple[bytes, bytes]:
+def read_within(
+    stream, deadline: float, clock: Callable[[], float], bound: Callable[[float], None] | None = None
+) -> bytes:
+    """All of a stream, read in chunks until it ends, each limited by bound(seconds left before the deadline), a
+    socket timeout; TimeoutError once the deadline (a clock() time) has passed, however fast each chunk came."""
+    parts = []
+    while (left := deadline - clock()) > 0:
+        if bound is not None:
+            bound(left)
+        chunk = stream.read(BODY_CHUNK)
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+    raise TimeoutError("the body did not arrive before its deadline")
+
+
+@contextlib.contextmanager
+def cut_off(seconds: float, sock) -> Iterator[None]:
+    """End a read of the body still waiting `seconds` from now, within one call of the stream's read as well
+    (gunicorn's loops over many socket reads, each within the socket's timeout): under gevent it raises TimeoutError;
+    a thread cannot be interrupted, so under gthread the connection's read side is shut and the read comes back
+    short. Without gevent or gunicorn's socket, read_within's checks between reads are all there is."""
+    if gevent_patched():
+        from gevent import Timeout
+
+        with Timeout(max(seconds, 0.001), TimeoutError("the body did not arrive before its deadline")):
+            yield
+    elif sock is not None:
+        with alarm(seconds, _shut_reading, sock):
+            yield
+    else:
+        yield
+
+
+def _shut_reading(sock) -> None:
+    # socket.socket's own shutdown: ssl.SSLSocket's would also drop TLS, and the answer must still go out in it.
+    with contextlib.suppress(OSError):  # the connection is gone already
+        socket.socket.shutdown(sock, socket.SHUT_RD)
+
+
+def skim(stream, length: int, deadline: float, clock: Callable[[], float] = time.monotonic) -> tuple[bytes, bytes]:
     """The first and last SKIM_ENDS bytes of a body too large to keep, the rest read and thrown away.
 
     The tail is empty when the end was not reached: a body longer than SKIM_LIMIT, or one that stopped
-    arriving (a pause over SKIM_READ_TIMEOUT, or the deadline, a time.monotonic()).
+    arriving (a pause over SKIM_READ_TIMEOUT, or the deadline, a clock() time).
     """
     head, tail, seen = b"", b"", 0
     try:
-        while seen < min(length, SKIM_LIMIT) and time.monotonic() < deadline:
+        while seen < min(length, SKIM_LIMIT) and clock() < deadline:
             chunk = stream.read(min(SKIM_ENDS, length - seen))
             if not chunk:
                 break

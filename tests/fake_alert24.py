@@ -28,8 +28,8 @@ class FakeAlert24:
 
     By default it takes the article's events (202 for any POST). With `rest=True` it follows Alert24's documented
     REST API instead: a create needs a `title` (else 400 validation_error) and answers 201 with the new id, `PUT
-    /{id}` updates or resolves (404 not_found for an unknown id), and `GET ?status=&limit=&offset=` lists pages
-    with `meta.has_more`.
+    /{id}` updates or resolves and `GET /{id}` reads one incident (404 not_found for an unknown id), and `GET
+    ?status=&limit=&offset=` lists pages with `meta.has_more`, each `list_latency` seconds late.
     """
 
     def __init__(self, rest: bool = False):
@@ -39,6 +39,7 @@ class FakeAlert24:
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         self.latency = 0.0
+        self.list_latency = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
         self._plan: list[dict] = []
@@ -131,6 +132,11 @@ class FakeAlert24:
         with self.lock:
             return self._create({"title": "someone else's", **fields})
 
+    def resolve_incident(self, incident_id: str) -> None:
+        """Resolve an incident as a person (or another replica) does at Alert24."""
+        with self.lock:
+            self.incidents[incident_id]["status"] = "resolved"
+
     def _create(self, body: dict) -> dict:
         number = len(self.incidents) + 1
         incident = {
@@ -175,6 +181,11 @@ class FakeAlert24:
             shown = [dict(i) for i in chosen[offset : offset + limit]]
             meta = {"total": len(chosen), "limit": limit, "offset": offset, "has_more": offset + limit < len(chosen)}
             return 200, {"data": shown, "meta": meta}
+        if route.startswith(prefix + "/") and method == "GET":
+            incident = self.incidents.get(unquote(route[len(prefix) + 1 :]))
+            if incident is None:
+                return 404, _error(404, "not_found", "Incident not found")
+            return 200, {"data": dict(incident)}
         if route.startswith(prefix + "/") and method == "PUT":
             incident = self.incidents.get(unquote(route[len(prefix) + 1 :]))
             if incident is None:
@@ -259,6 +270,8 @@ class FakeAlert24:
                 raw = self.rfile.read(length) if length else b""
                 if fake.latency:
                     time.sleep(fake.latency)
+                if fake.list_latency and self.command == "GET" and "?" in self.path:
+                    time.sleep(fake.list_latency)
                 try:
                     body = json.loads(raw) if raw else None
                 except ValueError:

@@ -1,6 +1,8 @@
 """The Alert24 client: exact requests, retries within the time budget, outcomes, and bounded fan-out."""
 
 import dataclasses
+import email.utils
+import json
 import socket
 import threading
 import time
@@ -10,10 +12,11 @@ import responses
 from responses import matchers
 from urllib3.exceptions import ProtocolError
 
-from adapter import rest
-from adapter.alert24 import ACCEPTED, FAILED, REJECTED, Alert24Client
+from adapter import log, rest
+from adapter.alert24 import _CALL, ACCEPTED, FAILED, REJECTED, RETRY_AFTER_MAX, Alert24Client, _CallState, retry_after
 from adapter.alertmanager import parse
 from adapter.mapping import EventRules, map_notification
+from adapter.traffic import Backpressure, key_id
 
 from .conftest import API_KEY, API_URL, INTEGRATION_KEY, payload, run_probe
 from .fake_alert24 import FakeAlert24
@@ -109,6 +112,81 @@ def test_retry_after_beyond_the_budget_gives_up_instead_of_waiting():
         [d] = make_client().send(events(), INTEGRATION_KEY, time.monotonic() + 5)
         assert len(mock.calls) == 1
     assert (d.outcome, d.status) == (FAILED, 429)
+
+
+NOW = time.time()
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        pytest.param("5", 5.0, id="5s"),
+        pytest.param(" 7 ", 7.0, id="spaces-around"),
+        pytest.param("120", 120.0, id="the-cap-itself"),
+        pytest.param("86400", RETRY_AFTER_MAX, id="a-day-capped"),
+        pytest.param(email.utils.formatdate(NOW + 30, usegmt=True), 30.0, id="date-30s-ahead"),
+        pytest.param(email.utils.formatdate(NOW + 86400, usegmt=True), RETRY_AFTER_MAX, id="date-a-day-ahead-capped"),
+        pytest.param(email.utils.formatdate(NOW - 60, usegmt=True), 0.0, id="date-past"),
+        pytest.param("-5", None, id="negative-backoff"),
+        pytest.param("1.5", None, id="fraction-backoff"),
+        pytest.param("soon", None, id="garbage-backoff"),
+        pytest.param("", None, id="empty-backoff"),
+        pytest.param(None, None, id="absent-backoff"),
+    ],
+)
+def test_retry_after_is_read_and_capped(value, expected):
+    """Dates are read against the clock, some seconds after the table was made: within a few seconds."""
+    assert retry_after(value) == (expected if expected is None else pytest.approx(expected, abs=5))
+
+
+def test_a_429_asking_for_a_day_pauses_its_key_for_retry_after_max_at_most(capsys):
+    """A proxy's Retry-After of a day pauses the key RETRY_AFTER_MAX; one warning says so, naming only the key's id."""
+    client = make_client()
+    client.backpressure = Backpressure(clock=lambda: NOW)
+    log.setup("json")
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, API_URL, status=429, headers={"Retry-After": "86400"})
+        [d] = client.send(events(), INTEGRATION_KEY, far())
+    assert (d.outcome, d.status) == (FAILED, 429)
+    assert client.backpressure.paused_until(key_id(INTEGRATION_KEY)) == NOW + RETRY_AFTER_MAX
+    out = capsys.readouterr().out
+    [line] = [json.loads(x) for x in out.splitlines() if "Retry-After" in x]
+    assert line["level"] == "warning" and "Retry-After: 86400 asks" in line["msg"] and "120 s" in line["msg"]
+    assert (line["key_id"], line["retry_after"], line["waited"]) == (key_id(INTEGRATION_KEY), "86400", RETRY_AFTER_MAX)
+    assert INTEGRATION_KEY not in out and API_KEY not in out
+
+
+@pytest.mark.parametrize(
+    "value, budget, slept",
+    [
+        pytest.param("5", 1000, 5.0, id="as-asked"),
+        pytest.param("86400", 1000, RETRY_AFTER_MAX, id="a-day-capped"),
+        pytest.param("86400", 2, 2.0, id="never-past-the-deadline"),
+    ],
+)
+def test_urllib3_sleeps_no_longer_than_the_cap_or_the_deadline(monkeypatch, value, budget, slept):
+    """Within one call (a 503 with Retry-After), urllib3's own wait is capped and ends by the call's deadline."""
+    waits = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    retry = make_client()._adapter.max_retries
+    answer = type("Answer", (), {"headers": {"Retry-After": value}})()
+    token = _CALL.set(_CallState(3.0, time.monotonic() + budget))
+    try:
+        assert retry.sleep_for_retry(answer) is True
+    finally:
+        _CALL.reset(token)
+    assert waits == [pytest.approx(slept, abs=0.1)]
+
+
+def test_a_503_asking_for_a_day_is_retried_after_retry_after_max(monkeypatch):
+    """Through urllib3 for real (responses skips its sleep): the wait between the two attempts is the cap."""
+    waits, caller = [], threading.current_thread()
+    sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: waits.append(s) if threading.current_thread() is caller else sleep(s))
+    with FakeAlert24() as fake:
+        fake.fail(503, times=1, retry_after="86400")
+        [d] = make_client(fake.url).send(events(), INTEGRATION_KEY, time.monotonic() + 1000)
+    assert (d.outcome, d.attempts, waits) == (ACCEPTED, 2, [RETRY_AFTER_MAX])
 
 
 def test_spent_budget_sends_nothing():

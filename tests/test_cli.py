@@ -7,7 +7,7 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from adapter import cli, create_app
+from adapter import cli, create_app, rest
 from adapter.metrics import Metrics
 
 from .conftest import API_KEY, BASE_ENV, INTEGRATION_KEY, PAYLOADS, SECRET, make_config
@@ -348,8 +348,9 @@ def test_render_explains_a_skip_from_the_ledger(env, capsys, tmp_path):
     ledger.close()
     assert cli.main(["render", "--example", "firing"]) == 0
     out = capsys.readouterr().out
-    assert "  decision: skip: unchanged: Alert24 accepted this trigger, with this severity, within " in out
-    assert "trigger accepted 4 min ago, RESEND_INTERVAL 1h)" in out and "(open since 20" in out
+    assert "  decision: skip: unchanged: Alert24 accepted this trigger, of this episode and severity, within " in out
+    assert "trigger accepted 4 min ago, episode 2026-11-28T13:32:21.417216604Z, RESEND_INTERVAL 1h)" in out
+    assert "(open since 20" in out
     assert cli.main(["render", "--example", "multi", "--json"]) == 0
     decisions = [json.loads(line)["decision"] for line in capsys.readouterr().out.splitlines()]
     assert [(d["verdict"], d["reason"]) for d in decisions] == [("send", "resolve"), ("send", "new")]
@@ -451,6 +452,38 @@ def test_render_in_the_rest_format_shows_the_requests(env, capsys, tmp_path):
     shown = json.loads(line)
     assert shown["step"] == "find" and shown["requests"][0]["method"] == "GET"
     assert shown["requests"][1]["body"]["status"] == "open"
+
+
+@pytest.mark.parametrize(
+    "episode, step, call",
+    [
+        pytest.param("2026-11-28T13:32:21.417216604Z", "skip", None, id="same-episode-proven-open-sends-nothing"),
+        pytest.param("2026-11-27T09:00:00.000000000Z", "check", "GET /api/v1/incidents/inc_7", id="new-episode-checks"),
+    ],
+)
+def test_render_in_the_rest_format_checks_an_incident_nothing_proves_open(env, capsys, tmp_path, episode, step, call):
+    import dataclasses
+    import time
+
+    from adapter import alertmanager
+    from adapter.ledger import open_ledger
+    from adapter.mapping import map_notification
+
+    env.setenv("ALERT24_FORMAT", "rest")
+    env.delenv("RESEND_INTERVAL")
+    env.setenv("STATE_DIRECTORY", str(tmp_path))
+    [event] = map_notification(alertmanager.parse(cli.example("firing")), make_config(ALERT24_FORMAT="rest").rules)
+    ledger = open_ledger(f"sqlite://{tmp_path}/ledger.db")
+    ledger.setup()
+    ledger.record("", [dataclasses.replace(event, episode=episode)], time.time() - 60)
+    ledger.rest_open("", event.dedup_key, "inc_7", rest.title(event), rest.severity(event))
+    ledger.close()
+    capsys.readouterr()
+    assert cli.main(["render", "--example", "firing", "--json"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    shown = json.loads(line)
+    assert shown["step"] == step
+    assert [f"{r['method']} {r['path']}" for r in shown["requests"]] == ([call] if call else [])
 
 
 def test_render_in_the_events_format_names_the_request(env, capsys):

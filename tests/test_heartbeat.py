@@ -486,8 +486,9 @@ def test_the_token_is_in_no_log_line_metric_or_readiness_answer(post, client, me
     assert "hb.alert24.test" in failed.json["error"]
     logs = capsys.readouterr().out
     assert "heartbeat ping sent" in logs and "heartbeat ping failed" in logs
-    ready = client.get("/readyz").json["heartbeat"]
+    ready = client.get("/readyz", headers={"Authorization": f"Bearer {SECRET}"}).json["heartbeat"]
     assert ready["host"] == "hb.alert24.test" and ready["last_ping"]["ok"] is False
+    assert "host" not in client.get("/readyz").json["heartbeat"], "where the heartbeat is: operators only"
     assert ready["last_success"] > 1.7e9
     text = logs + json.dumps(ready) + failed.get_data(as_text=True) + client.get("/metrics").get_data(as_text=True)
     for secret in (TOKEN, SECRET, INTEGRATION_KEY, API_KEY):

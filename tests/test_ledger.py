@@ -1,6 +1,7 @@
 """The ledger of open incidents, against both stores: SQLite and a real PostgreSQL server."""
 
 import contextlib
+import dataclasses
 import socket
 import sqlite3
 import threading
@@ -620,3 +621,56 @@ def test_expire_forgets_the_rest_formats_record_of_an_expired_incident(ledger):
         ledger.rest_open("", key, f"inc_{key}", "disk full", "high")
     ledger.expire(before=2000.0)
     assert list(ledger.rest_records("", ["old", "new"])) == ["new"]
+
+
+def test_episodes_and_doubts_are_kept_per_key_and_route(ledger):
+    """What a skip needs proven (traffic.decide): the episode Alert24 accepted, and a doubt written ahead of a resolve
+    that only a recorded event ends."""
+    first = dataclasses.replace(event("a"), episode="E1")
+    ledger.record("", [first, dataclasses.replace(event("b"), episode="E1")], 1000.0)
+    ledger.record("team", [dataclasses.replace(event("a"), episode="E9")], 1000.0)
+    assert (ledger.known("", ["a"])["a"].episode, ledger.known("", ["a"])["a"].doubt) == ("E1", False)
+    ledger.doubt([("", "a"), ("", "unknown")])
+    assert ledger.known("", ["a", "b"])["a"].doubt and not ledger.known("", ["b"])["b"].doubt
+    assert not ledger.known("team", ["a"])["a"].doubt, "another route's key is its own"
+    assert "unknown" not in ledger.known("", ["unknown"]), "a doubt creates no record"
+    ledger.record("", [dataclasses.replace(event("a"), episode="E2")], 1001.0)
+    assert (ledger.known("", ["a"])["a"].episode, ledger.known("", ["a"])["a"].doubt) == ("E2", False)
+    ledger.record("", [], 1002.0, doubted=[("", "b")])
+    assert ledger.known("", ["b"])["b"].doubt
+
+
+def test_a_version_3_ledger_gains_episodes_and_doubts_and_two_processes_may_migrate_at_once(store_url):
+    """Rows written before episodes were kept have none: nothing is proven for them, so their next trigger is sent."""
+    from adapter.ledger import MIGRATIONS
+
+    old = open_ledger(store_url, "test ledger")
+    old._run(lambda cur: [cur.execute(s) for step in MIGRATIONS[:3] for s in step])
+    old._execute("CREATE TABLE IF NOT EXISTS alert24_adapter_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    old._execute("INSERT INTO alert24_adapter_meta (name, value) VALUES ('schema_version', '3')")
+    old._execute(
+        "INSERT INTO alert24_adapter_accepted (route, dedup_key, action, severity, accepted_at) "
+        "VALUES ('', 'a', 'trigger', 'warning', 1000)"
+    )
+    old.close()
+    ledgers = [open_ledger(store_url, "test ledger") for _ in range(2)]
+    try:
+        failures = []
+
+        def setup(store):
+            try:
+                store.setup()
+            except LedgerError as exc:
+                failures.append(exc.message)
+
+        threads = [threading.Thread(target=setup, args=(store,)) for store in ledgers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert failures == []
+        known = ledgers[0].known("", ["a"])["a"]
+        assert (known.action, known.episode, known.doubt) == ("trigger", "", False)
+    finally:
+        for store in ledgers:
+            store.close()

@@ -8,6 +8,7 @@ import requests
 import responses
 
 from adapter import create_app
+from adapter.errors import LedgerError
 from adapter.ledger import Entry, open_ledger
 from adapter.metrics import Metrics
 from adapter.reconciler import FAILED, NOTHING_TO_DO, RESOLVED, SKIPPED, stale
@@ -326,7 +327,7 @@ def test_ledger_failure_does_not_change_the_answer(setup, mock, tmp_path):
         hog.close()
     assert r.status_code == 200 and r.json["accepted"] == 1
     assert sample(app, "alert24_adapter_ledger_errors_total", {"operation": "record"}) == 1
-    ready = app.test_client().get("/readyz")
+    ready = app.test_client().get("/readyz", headers={"Authorization": f"Bearer {SECRET}"})
     assert ready.status_code == 200 and ready.json["ledger"]["ok"] is False
     assert "database is locked" in ready.json["ledger"]["error"]
 
@@ -394,3 +395,29 @@ def test_a_stale_incident_of_the_rest_format_is_resolved_by_a_put_on_its_id(setu
     assert json.loads(put.request.body)["status"] == "resolved"
     assert not sent(mock), "no event is posted in the rest format"
     assert ledger.entries() == [] and ledger.rest_records("", ["a"]) == {}
+
+
+def test_a_resolve_whose_removal_from_the_ledger_failed_never_lets_the_next_trigger_be_skipped(
+    setup, mock, clock, monkeypatch
+):
+    """The reconciler's resolve reached Alert24 but the ledger kept the incident: the alert comes back with its old
+    startsAt (Alertmanager lost its state, Prometheus resent it), and its trigger is sent, not skipped as unchanged."""
+    app, ledger, reconciler = setup(RESEND_INTERVAL="3600")
+    headers = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
+    notify = lambda: app.test_client().post("/alertmanager", data=json.dumps(payload("firing-single")), headers=headers)  # noqa: E731
+    assert notify().json["accepted"] == 1
+    assert notify().json["unchanged"] == 1, "the same episode, proven open: skipped"
+    am(mock, AM1, [])
+    am(mock, AM2, [])
+    reconciler.run_pass()
+    clock.now += GRACE
+
+    def broken(entries):
+        raise LedgerError("the ledger (test) failed: disk I/O error")
+
+    monkeypatch.setattr(ledger, "remove", broken)
+    assert reconciler.run_pass().outcome == RESOLVED
+    assert [b["event_action"] for b in sent(mock)] == ["trigger", "resolve"]
+    answer = notify().json
+    assert answer["accepted"] == 1 and "unchanged" not in answer
+    assert [b["event_action"] for b in sent(mock)] == ["trigger", "resolve", "trigger"]

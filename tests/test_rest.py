@@ -13,6 +13,7 @@ from adapter.alertmanager import parse
 from adapter.mapping import MAX_DEDUP_KEY, EventRules, map_notification
 from adapter.rest import (
     ADOPT,
+    CHECK,
     CREATE,
     FIND,
     NOTHING,
@@ -26,6 +27,8 @@ from adapter.rest import (
     after_find,
     step,
 )
+from adapter.traffic import CHANGED, DOUBT, DUPLICATE, EPISODE, REFRESH, SEND, UNCHANGED, Choice
+from adapter.traffic import RESOLVE as RESOLVE_
 
 from .conftest import payload
 
@@ -59,17 +62,18 @@ def test_create_body_is_the_documented_shape():
         "severity": "critical",
         "status": "open",
         "source": "prometheus",
-        "alias": "114048fe91a99bfd",
+        "alias": "payments/114048fe91a99bfd",
         "tags": [
             "dedup:114048fe91a99bfd",
-            "alertname:HighErrorRate",
             "route:payments",
+            "alertname:HighErrorRate",
             "service:payments",
             "instance:pay-1:9100",
             "job:payments",
         ],
     }
     assert json.loads(call.data()) == call.body
+    assert rest.create(FIRING, URL, "").body["alias"] == "114048fe91a99bfd"
 
 
 def test_description_is_readable_text_of_description_labels_and_links():
@@ -87,7 +91,7 @@ def test_group_event_describes_its_alerts_and_tags_the_group():
     body = rest.create(grouped, URL, "").body
     assert body["title"] == "[FIRING:2] DiskFull"
     assert "Alerts firing (2):\n- alertname=DiskFull, instance=db-1:9100" in body["description"]
-    assert body["tags"][:3] == [f"dedup:{grouped.dedup_key}", "alertname:DiskFull", "route:default"]
+    assert body["tags"][:3] == [f"dedup:{grouped.dedup_key}", "route:default", "alertname:DiskFull"]
     assert body["severity"] == "high"
 
 
@@ -184,21 +188,69 @@ def test_an_incident_is_gone_only_when_alert24_says_not_found(status, body, expe
     assert rest.gone(status, body) is expected
 
 
+PROVEN = Choice(SKIP, UNCHANGED, proven=True)
+
+
 def changed(**fields):
     return dataclasses.replace(FIRING, payload={**FIRING.payload, **fields})
 
 
 @pytest.mark.parametrize(
-    "record, ev, now, expected",
+    "record, ev, now, choice, expected",
     [
         pytest.param(
-            None, FIRING, NOW, Step(FIND, "unknown to the ledger"), id="trigger-unknown-looks-up-before-it-creates"
+            None,
+            FIRING,
+            NOW,
+            None,
+            Step(FIND, "unknown to the ledger"),
+            id="trigger-unknown-looks-up-before-it-creates",
         ),
-        pytest.param(KNOWN, FIRING, NOW, Step(SKIP, "open, unchanged", "inc_1"), id="trigger-open-unchanged-skips"),
+        pytest.param(
+            KNOWN, FIRING, NOW, PROVEN, Step(SKIP, "open, unchanged", "inc_1"), id="trigger-proven-open-unchanged-skips"
+        ),
+        pytest.param(
+            KNOWN,
+            FIRING,
+            NOW,
+            Choice(SEND, EPISODE),
+            Step(
+                CHECK, "a new firing episode: a resolve this ledger did not see may have closed the incident", "inc_1"
+            ),
+            id="trigger-of-a-new-episode-checks-the-incident",
+        ),
+        pytest.param(
+            KNOWN,
+            FIRING,
+            NOW,
+            Choice(SEND, DOUBT),
+            Step(CHECK, "a resolve may have closed the incident unrecorded", "inc_1"),
+            id="trigger-in-doubt-checks-the-incident",
+        ),
+        pytest.param(
+            KNOWN,
+            FIRING,
+            NOW,
+            Choice(SEND, REFRESH, 2),
+            Step(CHECK, "RESEND_INTERVAL has passed since Alert24 last confirmed the incident", "inc_1"),
+            id="trigger-after-resend-interval-checks-the-incident",
+        ),
         pytest.param(
             KNOWN,
             changed(severity="low"),
             NOW,
+            Choice(SEND, CHANGED, 2),
+            Step(CHECK, "nothing proves the incident open", "inc_1"),
+            id="severity-change-not-proven-open-checks-first",
+        ),
+        pytest.param(
+            KNOWN, FIRING, NOW, None, Step(CHECK, "nothing proven", "inc_1"), id="trigger-with-no-choice-checks"
+        ),
+        pytest.param(
+            KNOWN,
+            changed(severity="low"),
+            NOW,
+            PROVEN,
             Step(UPDATE, "severity changed", "inc_1", {"severity": "low"}),
             id="severity-changed-updates-only-severity",
         ),
@@ -206,6 +258,7 @@ def changed(**fields):
             KNOWN,
             changed(summary="Error rate above 9%"),
             NOW,
+            PROVEN,
             Step(UPDATE, "title changed", "inc_1", {"title": "Error rate above 9%"}),
             id="title-changed-updates-only-title",
         ),
@@ -213,6 +266,7 @@ def changed(**fields):
             KNOWN,
             changed(summary="new", severity="high"),
             NOW,
+            PROVEN,
             Step(UPDATE, "severity and title changed", "inc_1", {"title": "new", "severity": "high"}),
             id="both-changed-one-update",
         ),
@@ -220,6 +274,7 @@ def changed(**fields):
             Record(claimed_at=NOW - 1),
             FIRING,
             NOW,
+            None,
             Step(WAIT, "another process is creating this incident"),
             id="trigger-while-another-creates-waits",
         ),
@@ -227,6 +282,7 @@ def changed(**fields):
             Record(claimed_at=NOW - 1, uncertain=True),
             FIRING,
             NOW,
+            None,
             Step(FIND, "an earlier create may have reached Alert24 unanswered", may_create=False, pending=True),
             id="trigger-soon-after-a-lost-answer-only-looks-up",
         ),
@@ -234,6 +290,7 @@ def changed(**fields):
             Record(claimed_at=NOW - LEASE, uncertain=True),
             FIRING,
             NOW,
+            None,
             Step(FIND, "an earlier create's answer was lost"),
             id="trigger-after-a-lost-answers-lease-looks-up-then-creates",
         ),
@@ -241,22 +298,48 @@ def changed(**fields):
             Record(claimed_at=NOW - LEASE),
             FIRING,
             NOW,
+            None,
             Step(FIND, "an earlier create was cut off"),
             id="trigger-after-a-stale-claim-looks-up-first",
         ),
-        pytest.param(KNOWN, RESOLVED, NOW, Step(RESOLVE, "open, id known", "inc_1"), id="resolve-known-puts"),
+        pytest.param(
+            KNOWN,
+            RESOLVED,
+            NOW,
+            Choice(SEND, RESOLVE_, 0, proven=True),
+            Step(RESOLVE, "open, id known", "inc_1"),
+            id="resolve-of-this-episodes-incident-puts",
+        ),
+        pytest.param(
+            KNOWN,
+            RESOLVED,
+            NOW,
+            Choice(SEND, RESOLVE_, 0),
+            Step(RESOLVE, "id known, but not proven to be this episode's incident", "inc_1", sweep=True),
+            id="resolve-of-an-id-from-another-episode-sweeps-for-this-ones",
+        ),
         pytest.param(
             dataclasses.replace(KNOWN, uncertain=True),
             RESOLVED,
             NOW,
+            None,
             Step(RESOLVE, "open, id known; an earlier create's answer was lost", "inc_1", sweep=True),
             id="resolve-after-a-lost-answer-sweeps-for-strays",
         ),
-        pytest.param(None, RESOLVED, NOW, Step(FIND, "unknown to the ledger"), id="resolve-unknown-looks-up"),
+        pytest.param(None, RESOLVED, NOW, None, Step(FIND, "unknown to the ledger"), id="resolve-unknown-looks-up"),
+        pytest.param(
+            None,
+            RESOLVED,
+            NOW,
+            Choice(SKIP, DUPLICATE),
+            Step(SKIP, "Alert24 accepted this episode's resolve already"),
+            id="resolve-duplicate-of-an-accepted-one-skips-its-lookup",
+        ),
         pytest.param(
             Record(claimed_at=NOW - 1),
             RESOLVED,
             NOW,
+            None,
             Step(WAIT, "another process is creating this incident"),
             id="resolve-while-the-create-is-in-flight-waits",
         ),
@@ -264,13 +347,14 @@ def changed(**fields):
             Record(claimed_at=NOW - 1, uncertain=True),
             RESOLVED,
             NOW,
+            None,
             Step(FIND, "an earlier create may have reached Alert24 unanswered", may_create=False, pending=True),
             id="resolve-after-ambiguous-create-looks-up-and-waits-for-it",
         ),
     ],
 )
-def test_lifecycle_steps(record, ev, now, expected):
-    assert step(record, ev, now, LEASE) == expected
+def test_lifecycle_steps(record, ev, now, choice, expected):
+    assert step(record, ev, now, LEASE, choice) == expected
 
 
 @pytest.mark.parametrize(
@@ -309,20 +393,25 @@ def test_created_id(body, expected):
     assert rest.created_id(body) == expected
 
 
-def test_a_page_is_read_and_matched_by_tag_or_alias_oldest_first():
+def test_a_page_is_read_and_matched_by_route_and_tag_or_alias_oldest_first():
     body = {
         "data": [
-            {"id": "inc_9", "incident_number": 9, "tags": ["dedup:abc"], "status": "open"},
-            {"id": "inc_2", "incident_number": 2, "alias": "abc", "tags": []},
-            {"id": "inc_3", "incident_number": 3, "tags": ["dedup:abcd"]},
-            {"id": "inc_4", "incident_number": 4, "tags": ["dedup:abc"], "status": "resolved"},
+            {"id": "inc_9", "incident_number": 9, "tags": ["dedup:abc", "route:default"], "status": "open"},
+            {"id": "inc_2", "incident_number": 2, "alias": "abc", "tags": ["route:default"]},
+            {"id": "inc_3", "incident_number": 3, "tags": ["dedup:abcd", "route:default"]},
+            {"id": "inc_4", "incident_number": 4, "tags": ["dedup:abc", "route:default"], "status": "resolved"},
+            {"id": "inc_5", "incident_number": 5, "tags": ["dedup:abc", "route:payments"]},
+            {"id": "inc_6", "incident_number": 6, "alias": "payments/abc", "tags": ["route:payments"]},
+            {"id": "inc_7", "incident_number": 7, "tags": ["dedup:abc"]},
             "junk",
         ],
         "meta": {"has_more": True},
     }
     incidents, more = rest.listed(body)
-    assert more is True and len(incidents) == 4
+    assert more is True and len(incidents) == 7
     assert rest.matching(incidents, "abc") == ["inc_2", "inc_9"]
+    assert rest.matching(incidents, "abc", "payments") == ["inc_5", "inc_6"]
+    assert rest.matching(incidents, "abc", "billing") == []
     assert rest.listed({"data": [], "meta": {"has_more": "yes"}}) == ([], False)
     assert rest.listed({"error": {}}) is None
 

@@ -15,7 +15,9 @@ from adapter.traffic import (
     BACKPRESSURE,
     CHANGED,
     DEFER,
+    DOUBT,
     DUPLICATE,
+    EPISODE,
     FORCED,
     NEW,
     RAISED,
@@ -42,20 +44,29 @@ NOW = 1_000_000.0
 HOUR = 3600.0
 
 
-def event(key="a", action="trigger", severity="warning", summary="disk full"):
+E1, E2 = "2026-12-01T03:00:00.000000000Z", "2026-12-01T05:00:00.000000000Z"
+
+
+def event(key="a", action="trigger", severity="warning", summary="disk full", episode=E1):
     payload = {"summary": summary, "severity": severity, "source": "x", "custom_details": {}}
-    return Event(key, action, payload, [], {}, ((key, "firing" if action == "trigger" else "resolved"),), "DiskFull")
+    members = ((key, "firing" if action == "trigger" else "resolved"),)
+    return Event(key, action, payload, [], {}, members, "DiskFull", episode)
 
 
-def opened(accepted_ago=None, severity="warning", action="trigger", accepted_severity=None):
-    """The ledger's record of an open incident, last accepted `accepted_ago` seconds ago (None: no record)."""
+def opened(accepted_ago=None, severity="warning", action="trigger", accepted_severity=None, episode=E1, doubt=False):
+    """The ledger's record of an open incident, last accepted `accepted_ago` seconds ago (None: no record) for the
+    firing episode given, in doubt or not."""
     at = None if accepted_ago is None else NOW - accepted_ago
-    return Known(NOW - 2 * HOUR, severity, action if at else "", at, (accepted_severity or severity) if at else "")
+    accepted = (accepted_severity or severity) if at else ""
+    return Known(NOW - 2 * HOUR, severity, action if at else "", at, accepted, episode if at else "", doubt)
 
 
-def closed(resolved_ago):
+def closed(resolved_ago, episode=E1, doubt=False):
     """The ledger's record of a key whose resolve Alert24 accepted `resolved_ago` seconds ago."""
-    return Known(None, "", "resolve", NOW - resolved_ago, "warning")
+    return Known(None, "", "resolve", NOW - resolved_ago, "warning", episode, doubt)
+
+
+UNCHANGED_PROVEN = Choice(SKIP, UNCHANGED, proven=True)
 
 
 @pytest.mark.parametrize(
@@ -63,10 +74,29 @@ def closed(resolved_ago):
     [
         pytest.param(None, event(), Settings(), Choice(SEND, NEW, 1), id="unknown-key-trigger-sent"),
         pytest.param(closed(HOUR * 5), event(), Settings(), Choice(SEND, NEW, 1), id="key-not-open-trigger-sent"),
-        pytest.param(opened(240), event(), Settings(), Choice(SKIP, UNCHANGED), id="accepted-4-min-ago-skipped"),
-        pytest.param(opened(0.5), event(), Settings(), Choice(SKIP, UNCHANGED), id="ha-copy-just-accepted-skipped"),
+        pytest.param(opened(240), event(), Settings(), UNCHANGED_PROVEN, id="same-episode-4-min-ago-skipped"),
+        pytest.param(opened(0.5), event(), Settings(), UNCHANGED_PROVEN, id="ha-copy-just-accepted-skipped"),
         pytest.param(
-            opened(240), event(summary="97% full"), Settings(), Choice(SKIP, UNCHANGED), id="summary-alone-no-change"
+            opened(240), event(summary="97% full"), Settings(), UNCHANGED_PROVEN, id="summary-alone-no-change"
+        ),
+        pytest.param(
+            opened(240), event(episode=E2), Settings(), Choice(SEND, EPISODE, 1), id="new-episode-sent-not-skipped"
+        ),
+        pytest.param(
+            opened(0.5, episode=""), event(), Settings(), Choice(SEND, EPISODE, 1), id="episode-not-recorded-sent"
+        ),
+        pytest.param(
+            opened(240), event(episode=""), Settings(), Choice(SEND, EPISODE, 1), id="episode-unknown-never-skipped"
+        ),
+        pytest.param(
+            opened(240, doubt=True), event(), Settings(), Choice(SEND, DOUBT, 1), id="in-doubt-sent-same-episode"
+        ),
+        pytest.param(
+            opened(240, doubt=True, severity="critical"),
+            event(),
+            Settings(),
+            Choice(SEND, DOUBT, 1),
+            id="doubt-outranks-a-severity-change",
         ),
         pytest.param(opened(2 * HOUR), event(), Settings(), Choice(SEND, REFRESH, 2), id="older-than-interval-refresh"),
         pytest.param(opened(HOUR), event(), Settings(), Choice(SEND, REFRESH, 2), id="exactly-interval-refresh"),
@@ -75,20 +105,61 @@ def closed(resolved_ago):
             opened(240, action="resolve"), event(), Settings(), Choice(SEND, REFRESH, 2), id="open-last-resolve-sent"
         ),
         pytest.param(
-            opened(240), event(severity="critical"), Settings(), Choice(SEND, RAISED, 0), id="severity-raised-first"
+            opened(240),
+            event(severity="critical"),
+            Settings(),
+            Choice(SEND, RAISED, 0, proven=True),
+            id="severity-raised-first",
         ),
         pytest.param(
-            opened(240, severity="critical"), event(severity="low"), Settings(), Choice(SEND, CHANGED, 1), id="lowered"
+            opened(240, severity="critical"),
+            event(severity="low"),
+            Settings(),
+            Choice(SEND, CHANGED, 1, proven=True),
+            id="lowered",
         ),
         pytest.param(
             opened(240, accepted_severity="critical"),
             event(),
             Settings(),
-            Choice(SEND, CHANGED, 1),
+            Choice(SEND, CHANGED, 1, proven=True),
             id="severity-differs-from-last-accepted",
         ),
-        pytest.param(opened(240), event(action="resolve"), Settings(), Choice(SEND, RESOLVE, 0), id="resolve-of-open"),
+        pytest.param(
+            opened(2 * HOUR),
+            event(severity="critical"),
+            Settings(),
+            Choice(SEND, RAISED, 0),
+            id="raised-after-interval-not-proven-open",
+        ),
+        pytest.param(
+            opened(240), event(action="resolve"), Settings(), Choice(SEND, RESOLVE, 0, True), id="resolve-of-open"
+        ),
+        pytest.param(
+            opened(240, episode=E2),
+            event(action="resolve"),
+            Settings(),
+            Choice(SEND, RESOLVE, 0),
+            id="resolve-of-open-from-another-episode-not-proven",
+        ),
         pytest.param(closed(10), event(action="resolve"), Settings(), Choice(SKIP, DUPLICATE), id="resolve-duplicate"),
+        pytest.param(
+            closed(10),
+            event(action="resolve", episode=E2),
+            Settings(),
+            Choice(SEND, RESOLVE, 0),
+            id="resolve-of-another-episode-sent",
+        ),
+        pytest.param(
+            closed(10, doubt=True), event(action="resolve"), Settings(), Choice(SEND, RESOLVE, 0), id="resolve-in-doubt"
+        ),
+        pytest.param(
+            closed(10, episode=""),
+            event(action="resolve", episode=""),
+            Settings(),
+            Choice(SEND, RESOLVE, 0),
+            id="resolve-episode-unknown-sent",
+        ),
         pytest.param(closed(2 * HOUR), event(action="resolve"), Settings(), Choice(SEND, RESOLVE, 0), id="old-resolve"),
         pytest.param(None, event(action="resolve"), Settings(), Choice(SEND, RESOLVE, 0), id="resolve-of-unknown-sent"),
         pytest.param(opened(240), event(), Settings(0), Choice(SEND, FORCED, 1), id="interval-0-sends-every-trigger"),
@@ -99,7 +170,7 @@ def closed(resolved_ago):
             None, event(), Settings(paused_until=NOW + 5), Choice(DEFER, BACKPRESSURE, 1), id="paused-new-deferred"
         ),
         pytest.param(
-            opened(240), event(), Settings(paused_until=NOW + 5), Choice(SKIP, UNCHANGED), id="paused-unchanged-skipped"
+            opened(240), event(), Settings(paused_until=NOW + 5), UNCHANGED_PROVEN, id="paused-unchanged-skipped"
         ),
         pytest.param(
             opened(240),
@@ -121,6 +192,21 @@ def test_order_is_resolves_and_raises_then_new_then_refreshes():
     events.append(event("skip"))
     choices = [decide(known.get(e.dedup_key), e, NOW, Settings()) for e in events]
     assert [e.dedup_key for e, _ in ordered(events, choices)] == ["raise", "gone", "new", "refresh"]
+
+
+@pytest.mark.parametrize(
+    "accepted_ago, expected",
+    [
+        pytest.param({}, ["a", "b", "c", "d"], id="none-accepted-notification-order"),
+        pytest.param({"a": 30, "b": 20}, ["c", "d", "a", "b"], id="never-accepted-first-then-longest-ago"),
+        pytest.param({"a": 1, "b": 2, "c": 3, "d": 4}, ["d", "c", "b", "a"], id="all-accepted-longest-ago-first"),
+    ],
+)
+def test_order_within_a_tier_puts_what_alert24_has_not_accepted_longest_first(accepted_ago, expected):
+    events = [event(k) for k in "abcd"]
+    choices = [decide(None, e, NOW, Settings(0)) for e in events]
+    sent = ordered(events, choices, lambda e: NOW - accepted_ago[e.dedup_key] if e.dedup_key in accepted_ago else None)
+    assert [e.dedup_key for e, _ in sent] == expected
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,14 @@
 """POST /alertmanager: authentication, validation before anything is sent, and the status-code contract."""
 
 import base64
+import functools
 import json
 
 import pytest
 import responses
 
-from adapter import create_app
+from adapter import create_app, views
+from adapter.app import WITHHELD
 from adapter.metrics import Metrics
 
 from .conftest import API_KEY, API_URL, INTEGRATION_KEY, SECRET, make_config, payload, sent_bodies
@@ -392,3 +394,118 @@ def test_an_oversized_group_is_refused_loudly(
     metrics = app.extensions["alert24_adapter"].metrics.registry
     assert metrics.get_sample_value("alert24_adapter_oversized_webhooks_total", {"route": "default"}) == 1
     assert metrics.get_sample_value("alert24_adapter_webhooks_total", {"outcome": "too_large", "code": "413"}) == 1
+
+
+AM_URL = "http://alertmanager.internal:9093"
+SQLITE_URL = "sqlite:///var/lib/x/ledger.db"
+POSTGRES_URL = "postgresql://user@db.example:5432/x"
+
+
+def _skipped_pass(text):
+    return lambda rt: setattr(rt.reconciler, "last_pass", {"outcome": "skipped", "at": 1.7e9, "reason": text})
+
+
+def _ledger_failed(text):
+    return lambda rt: setattr(rt.forwarder, "ledger_status", {"ok": False, "error": text, "at": 1.7e9})
+
+
+def _ping_failed(text):
+    ping = {"ok": False, "at": 1.7e9, "status": None, "error": text}
+    return lambda rt: setattr(rt.forwarder.heartbeat, "last_ping", ping)
+
+
+@pytest.mark.parametrize(
+    "fill, leak",
+    [
+        pytest.param(_skipped_pass(f"{AM_URL} could not be reached: refused"), AM_URL, id="last-pass-alertmanager-url"),
+        pytest.param(_ledger_failed(f"the ledger ({SQLITE_URL}) failed: database is locked"), SQLITE_URL, id="sqlite"),
+        pytest.param(_ledger_failed(f"the ledger ({POSTGRES_URL}) failed: timeout"), POSTGRES_URL, id="postgresql"),
+        pytest.param(_skipped_pass(f"the ledger ({POSTGRES_URL}) failed"), POSTGRES_URL, id="last-pass-ledger-url"),
+        pytest.param(_ping_failed(f"the heartbeat URL {AM_URL}/hb answered 500"), AM_URL, id="heartbeat-error"),
+    ],
+)
+def test_readyz_shows_no_location_or_error_text_to_a_stranger(tmp_path, fill, leak):
+    """Free text (a pass's reason, a ledger or ping error) may name a URL, a path or a host: only with a secret."""
+    config = make_config(
+        ALERTMANAGER_URL="http://alertmanager.internal:9093",
+        LEDGER_URL=f"sqlite:///{tmp_path}/ledger.db",
+        HEARTBEAT_URL="https://hb.example.net/ping/token-123",
+    )
+    app = create_app(config, metrics=Metrics())
+    fill(app.extensions["alert24_adapter"])
+    client = app.test_client()
+    stranger = client.get("/readyz").get_data(as_text=True)
+    for shown in (leak, "http", "://", "/var/", str(tmp_path), "alertmanager.internal", "hb.example.net"):
+        assert shown not in stranger
+    ready = json.loads(stranger)
+    assert WITHHELD in stranger and ready["status"] == "ready", "what failed still shows, not where"
+    assert ready["reconciler"]["leader"] is False and ready["heartbeat"]["min_interval"] == 5.0
+    operator = client.get("/readyz", headers={"Authorization": f"Bearer {SECRET}"}).get_data(as_text=True)
+    assert leak in operator and "hb.example.net" in operator
+
+
+class Clock:
+    now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class Trickle:
+    """A WSGI input that gives `piece` bytes a read, each read taking `gap` seconds of its clock."""
+
+    def __init__(self, body: bytes, piece: int, gap: float, clock: Clock):
+        self.body, self.piece, self.gap, self.clock = body, piece, gap, clock
+
+    def read(self, size: int = -1) -> bytes:
+        self.clock.now += self.gap
+        n = self.piece if size < 0 else min(self.piece, size)
+        out, self.body = self.body[:n], self.body[n:]
+        return out
+
+
+BODY = json.dumps(payload("firing-single")).encode()
+
+
+@pytest.mark.parametrize(
+    "piece, gap, arrives",
+    [
+        pytest.param(len(BODY), 0.01, True, id="at-once"),
+        pytest.param(len(BODY) // 8 + 1, 0.1, True, id="in-pieces-within-the-timeout"),
+        pytest.param(4, 0.3, False, id="trickle-each-piece-in-time-the-whole-too-slow"),
+        pytest.param(len(BODY), 1.5, False, id="one-read-past-the-deadline"),
+    ],
+)
+def test_body_read_timeout_bounds_the_whole_body(piece, gap, arrives):
+    """BODY_READ_TIMEOUT (1 s here) is for the whole body: each read is given only what is left of it."""
+    clock = Clock()
+    bounds = []
+    stream = Trickle(BODY, piece, gap, clock)
+    if arrives:
+        assert views.read_within(stream, clock() + 1.0, clock, bounds.append) == BODY
+    else:
+        with pytest.raises(TimeoutError):
+            views.read_within(stream, clock() + 1.0, clock, bounds.append)
+    assert bounds == sorted(bounds, reverse=True) and 0 < bounds[-1] <= bounds[0] == 1.0
+
+
+@pytest.mark.parametrize("env_overrides", [{"BODY_READ_TIMEOUT": "1"}])
+def test_a_body_trickling_in_past_body_read_timeout_is_408_and_forwards_nothing(
+    client, alert24, monkeypatch, capsys, env_overrides
+):
+    """Each piece comes well within BODY_READ_TIMEOUT, the whole does not: the same JSON 408 as for a pause."""
+    clock = Clock()
+    monkeypatch.setattr(views, "read_body", functools.partial(views.read_body, clock=clock))
+    r = client.post(
+        "/alertmanager",
+        headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"},
+        environ_overrides={"wsgi.input": Trickle(BODY, 4, 0.3, clock), "CONTENT_LENGTH": str(len(BODY))},
+    )
+    assert (r.status_code, r.json, r.headers["Connection"]) == (
+        408,
+        {"error": "the body did not arrive within 1 s"},
+        "close",
+    )
+    assert len(alert24.calls) == 0
+    [line] = [json.loads(x) for x in capsys.readouterr().out.splitlines() if "alert24_adapter.webhook" in x]
+    assert (line["outcome"], line["status"]) == ("body_timeout", 408)

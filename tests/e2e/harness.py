@@ -21,6 +21,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 
 import pytest
 
@@ -299,10 +300,13 @@ class Alertmanager:
         http_config: dict | None = None,
         group_interval: str = "2s",
         route: dict | None = None,
+        also: tuple[str, ...] = (),
     ):
-        """`route` overrides settings of the root route, e.g. {"group_wait": "0s", "repeat_interval": "1s"}."""
+        """`route` overrides settings of the root route, e.g. {"group_wait": "0s", "repeat_interval": "1s"}; `also`
+        names more webhook URLs that every alert is sent to as well (child routes with `continue: true`)."""
         exe = binary("prometheus-alertmanager", "alertmanager")
         self.amtool = binary("amtool")
+        http_config = http_config or {}
         workdir = procs.workdir / name
         workdir.mkdir()
         config = {
@@ -315,12 +319,13 @@ class Alertmanager:
                 **(route or {}),
             },
             "receivers": [
-                {
-                    "name": "adapter",
-                    "webhook_configs": [{"url": webhook_url, "send_resolved": True, "http_config": http_config or {}}],
-                }
+                {"name": name, "webhook_configs": [{"url": url, "send_resolved": True, "http_config": http_config}]}
+                for name, url in [("adapter", webhook_url), *((f"also-{i}", u) for i, u in enumerate(also))]
             ],
         }
+        if also:
+            receivers = ["adapter", *(f"also-{i}" for i in range(len(also)))]
+            config["route"]["routes"] = [{"receiver": r, "continue": True} for r in receivers]
         (workdir / "alertmanager.yml").write_text(json.dumps(config))
         argv = [
             exe,
@@ -330,6 +335,7 @@ class Alertmanager:
         ]
         argv.append("--cluster.listen-address=")
         self.procs, self.name, self.argv = procs, name, argv
+        self._starts: dict[frozenset, str] = {}  # each firing alert's startsAt, by its labels
         self.port = 0
         start_on_free_port(self._start)
 
@@ -357,12 +363,20 @@ class Alertmanager:
         self._amtool("silence", "add", *matchers, "--comment=e2e", "--author=e2e", "--duration=1h")
 
     def fire(self, *labels: str, annotations: dict | None = None) -> None:
-        """Fire an alert with amtool."""
-        self._amtool("alert", "add", *labels, *[f"--annotation={k}={v}" for k, v in (annotations or {}).items()])
+        """Fire an alert with amtool, as Prometheus does: a firing episode that starts now, unless the alert fires
+        already (then the episode goes on, its startsAt kept)."""
+        start = self._starts.setdefault(frozenset(labels), rfc3339(time.time()))
+        notes = [f"--annotation={k}={v}" for k, v in (annotations or {}).items()]
+        self._amtool("alert", "add", *labels, f"--start={start}", *notes)
 
     def resolve(self, *labels: str) -> None:
-        """Resolve an alert with amtool: the same labels, ending in the past."""
-        self._amtool("alert", "add", *labels, "--end=2000-01-01T00:00:00Z")
+        """Resolve an alert with amtool, as Prometheus does: its episode's startsAt, ending now (an alert this
+        harness did not fire ends in the past)."""
+        start = self._starts.pop(frozenset(labels), None)
+        if start is None:
+            self._amtool("alert", "add", *labels, "--end=2000-01-01T00:00:00Z")
+        else:
+            self._amtool("alert", "add", *labels, f"--start={start}", f"--end={rfc3339(time.time())}")
 
     def _amtool(self, *args: str) -> None:
         subprocess.run(
@@ -371,6 +385,11 @@ class Alertmanager:
             timeout=15,
             capture_output=True,
         )
+
+
+def rfc3339(at: float) -> str:
+    """A Unix time as Alertmanager's API takes it: UTC, milliseconds, Z."""
+    return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def post_alerts(url: str, alerts: list[dict]) -> None:

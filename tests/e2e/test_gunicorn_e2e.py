@@ -1,13 +1,18 @@
 """The adapter under gunicorn alone: start-up failures, slow and huge clients, several workers."""
 
+import contextlib
 import json
 import os
 import re
+import select
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
 from collections import Counter
+
+import pytest
 
 from .conftest import SECRET
 from .harness import free_port, production_app, production_bin, raw_request, wait_until, webhook_head
@@ -82,6 +87,41 @@ def test_trickling_body_is_cut_off(fake, start_adapter):
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     [line] = adapter.webhooks()
     assert line["outcome"] == "body_timeout"
+
+
+@pytest.mark.parametrize("worker", ["gevent", "gthread"])
+def test_a_body_trickling_in_is_cut_off_when_the_whole_takes_too_long(fake, start_adapter, worker):
+    """A byte every 0.2 s, each well within BODY_READ_TIMEOUT: the whole body is cut off with a 408 all the same."""
+    adapter = start_adapter(BODY_READ_TIMEOUT="1", GUNICORN_WORKER_CLASS=worker)
+    answer = trickle(adapter.port, webhook_head(1000, secret=SECRET), b" ", every=0.2, within=5)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200] or "no answer while the body kept trickling in"
+    assert b"did not arrive within 1 s" in answer
+    [line] = adapter.webhooks()
+    assert line["outcome"] == "body_timeout"
+    assert not fake.requests
+
+
+def trickle(port: int, head: bytes, piece: bytes, every: float, within: float) -> bytes:
+    """Send the head, then `piece` every `every` seconds until the adapter answers: its answer, or b"" when none came
+    within `within` seconds of trickling (on loopback)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=within)
+    data = b""
+    try:
+        sock.sendall(head)
+        stop = time.monotonic() + within
+        while not select.select([sock], [], [], every)[0]:
+            if time.monotonic() > stop:
+                return b""
+            try:
+                sock.sendall(piece)
+            except OSError:  # closed under us: its answer, if any, waits to be read
+                break
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                data += chunk
+    finally:
+        sock.close()
+    return data
 
 
 def test_metrics_are_summed_over_workers(fake, start_adapter):

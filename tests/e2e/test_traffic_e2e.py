@@ -1,15 +1,20 @@
 """What reaches Alert24 from a real Alertmanager: resends and the HA copy absorbed, a rate limit kept, a 429
 storm waited out. Only Alert24 is a local fake."""
 
+import time
+
 from ..postgres import Postgres
 from .conftest import BEARER
-from .harness import Alertmanager, Listener, post_alerts, wait_until
+from .harness import Alertmanager, Listener, post_alerts, rfc3339, wait_until
+
+# One firing episode for every alert of the module, as Prometheus gives both members of an HA pair the same startsAt.
+STARTED = rfc3339(time.time() - 600)
 
 
 def disk(i: int, **extra) -> dict:
     """One alert of the DiskFull group (group_by alertname), on its own instance."""
     labels = {"alertname": "DiskFull", "severity": "warning", "instance": f"db-{i}:9100", "job": "node"}
-    return {"labels": labels, "annotations": {"summary": f"disk full on db-{i}"}, **extra}
+    return {"labels": labels, "annotations": {"summary": f"disk full on db-{i}"}, "startsAt": STARTED, **extra}
 
 
 def accepted(fake, action=None):
@@ -60,7 +65,7 @@ def test_an_ha_pair_on_one_postgresql_ledger_sends_one_trigger_per_alert(procs, 
         assert copy["unchanged"] == 3 and copy["accepted"] == 0
         assert len(accepted(fake, "trigger")) == 3
 
-        gone = [{**alerts[0], "endsAt": "2000-01-01T00:00:00Z"}]
+        gone = [{**alerts[0], "endsAt": rfc3339(time.time())}]
         before = len(first.webhooks())
         post_alerts(am1.url, gone)
         first.wait_webhook(ok_with(resolve=1, accepted=1, unchanged=2), 30, "am1's resolve", before)
