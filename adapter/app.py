@@ -17,7 +17,7 @@ from .alert24 import Alert24Client
 from .alertmanager import text
 from .config import RESTART_ONLY, Config, changed_settings, from_env
 from .errors import AdapterError, BodyTooLarge, ConfigError, LedgerError, UnknownRoute
-from .forwarder import Forwarder, Target
+from .forwarder import Forwarder, Target, refresh_every
 from .heartbeat import Heartbeat
 from .ledger import Ledger, open_ledger, unwritable
 from .metrics import Metrics
@@ -181,6 +181,7 @@ class Runtime:
         forwarder = self.forwarder
         forwarder.client, forwarder.time_budget, forwarder.dry_run = client, config.time_budget, config.dry_run
         forwarder.resend_interval, forwarder.rate_limit = config.resend_interval, config.rate_limit
+        forwarder.refresh_every = refresh_every(config.reconcile_grace)
         if self.reconciler is not None:
             self.reconciler.client = client
             self.reconciler.api = AlertmanagerAPI(config) if config.reconciler_on else None
@@ -257,6 +258,7 @@ def create_app(
         heartbeat=Heartbeat.from_config(config),
         resend_interval=config.resend_interval,
         rate_limit=config.rate_limit,
+        refresh_every=refresh_every(config.reconcile_grace),
     )
     if forwarder.heartbeat is not None:
         log.info(

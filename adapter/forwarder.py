@@ -33,8 +33,18 @@ LEDGER_SHARE, LEDGER_SHARE_MAX = 0.1, 0.5
 LOOKUP_MAX = 1.5
 # The most keys this process remembers in doubt, or by when Alert24 last accepted them.
 MEMORY_MAX = 65536
-# How often a process tries again to write the doubts the ledger refused.
-DOUBT_RETRY = 1.0
+# How often a process tries again to write the doubts the ledger refused, and the longest each try may wait.
+DOUBT_RETRY, DOUBT_WRITE_MAX = 1.0, 0.25
+# A trigger skipped as unchanged writes its incident's row at most once per this share of RECONCILE_GRACE (and
+# whenever the reconciler counts the incident absent): the reconciler needs "still firing" only at the grace's scale.
+REFRESH_SHARE = 0.1
+
+
+def refresh_every(reconcile_grace: float) -> float:
+    """How often at the most a trigger skipped as unchanged refreshes its incident's row in the ledger."""
+    return REFRESH_SHARE * reconcile_grace
+
+
 DEFERRAL_REASONS = {
     traffic.BACKPRESSURE: "Alert24 asked this integration key to wait (429, or 5xx after retries)",
     traffic.BUDGET: "the rate budget ALERT24_RATE_LIMIT is spent",
@@ -128,10 +138,13 @@ class Forwarder:
         heartbeat: Heartbeat | None = None,
         resend_interval: float = 0.0,
         rate_limit: int = 0,
+        refresh_every: float = 60.0,
     ):
         self.client = client
         # RESEND_INTERVAL (0: every event is sent) and ALERT24_RATE_LIMIT (0: no budget); a reload sets them anew.
         self.resend_interval, self.rate_limit = resend_interval, rate_limit
+        # How often a skipped trigger writes its incident's row at the most: refresh_share(RECONCILE_GRACE).
+        self.refresh_every = refresh_every
         self.budget = traffic.LocalBudget()
         # Keys whose resolve may have reached Alert24 without the ledger knowing (see _doubt_ahead), and when
         # Alert24 last accepted each key (see _remember): this process's own, oldest first, bounded.
@@ -198,20 +211,24 @@ class Forwarder:
         send_by = deadline if self.ledger is None else deadline - min(LEDGER_SHARE_MAX, LEDGER_SHARE * self.time_budget)
         integration_key = target.integration_key or ""
         now = time.time()
-        known = self._known(target, events, deadline)
+        known, records = self._known(target, events, deadline)
         if target.format == "rest":
             # Backpressure is the REST client's own (adapter.lifecycle): decide() weighs only what is proven.
             choices = [traffic.decide(known.get(e.dedup_key), e, now, self._settings(0.0)) for e in events]
             sending = [e for e, c in zip(events, choices, strict=True) if c.verdict != traffic.SKIP]
-            self._doubt_ahead(target, sending, known, deadline)
+            sent_at = time.time()
+            self._doubt_ahead(target, sending, known, sent_at, deadline)
             lifecycle = Lifecycle(client, self.ledger, target.route, send_by, request_id, rest.lease(self.time_budget))
-            deliveries = lifecycle.deliver(events, choices)
+            deliveries = lifecycle.deliver(events, choices, records)
+            # Its own records of these keys (ids, claims) failed: nothing about them is proven until one lands.
+            self._hold_doubts([(target.route, key) for key in lifecycle.unrecorded], time.time())
             resume_at = client.backpressure.paused_until(REST_KEY)
             if resume_at > time.time():
                 m.paused_until.labels(target.name, traffic.BACKPRESSURE).set(resume_at)
         else:
             sending, settled, resume_at = self._pace(client, target, events, known, integration_key, send_by)
-            self._doubt_ahead(target, sending, known, deadline)
+            sent_at = time.time()
+            self._doubt_ahead(target, sending, known, sent_at, deadline)
             deliveries = client.send(sending, integration_key, send_by, request_id) if sending else []
             paused = client.backpressure.paused_until(traffic.key_id(integration_key))
             if paused > time.time():
@@ -263,8 +280,16 @@ class Forwarder:
             )
         outcome, detail = self._beat(found, target, send_by)
         if self.ledger is not None:
-            unchanged = [d.event for d in deliveries if d.outcome == UNCHANGED and d.event.action == "trigger"]
-            self._record(target, [d.event for d in deliveries if d.outcome == ACCEPTED], deadline, unchanged)
+            # A skipped trigger refreshes its row only when that tells the reconciler something (traffic.refresh_due).
+            now = time.time()
+            unchanged = [
+                d.event
+                for d in deliveries
+                if d.outcome == UNCHANGED
+                and d.event.action == "trigger"
+                and traffic.refresh_due(known.get(d.event.dedup_key), now, self.refresh_every)
+            ]
+            self._record(target, [d.event for d in deliveries if d.outcome == ACCEPTED], sent_at, deadline, unchanged)
         if deliveries:
             self.last_delivery = {"ok": error is None, "at": time.time()}
             if error is None:
@@ -363,86 +388,98 @@ class Forwarder:
                     resume_at = max(resume_at, next_at)
         return sending, settled, resume_at
 
-    def _known(self, target: Target, events: list[Event], deadline: float) -> dict[str, traffic.Known]:
-        """What the ledger knows of the events' keys, with the doubts this process holds that the ledger could not
-        take; nothing when there is no ledger or it cannot be read, and then every event is sent."""
+    def _known(
+        self, target: Target, events: list[Event], deadline: float
+    ) -> tuple[dict[str, traffic.Known], dict[str, rest.Record] | None]:
+        """In one read: what the ledger knows of the events' keys, with the doubts this process holds that the ledger
+        could not take, and in the rest format its records of them; nothing when there is no ledger or it cannot be
+        read (every event is then sent, and the rest format's lifecycle reads its records itself)."""
         wanted = self.resend_interval > 0 or self.rate_limit > 0 or target.format == "rest"
         if self.ledger is None or not events or not wanted:
-            return {}
+            return {}, None
         try:
             by = min(deadline, time.monotonic() + LOOKUP_MAX)
-            known = self.ledger.known(target.route, [e.dedup_key for e in events], by)
+            keys = [e.dedup_key for e in events]
+            known, records = self.ledger.state(target.route, keys, by, rest=target.format == "rest")
         except LedgerError as exc:
             self.metrics.ledger_errors.labels("lookup").inc()
             log.warning(
                 "ledger not read; every event is sent, unchanged ones too",
                 extra={"route": target.name, "error": exc.message, "events": len(events)},
             )
-            return {}
+            return {}, None
         for event in events:
             if (target.route, event.dedup_key) in self._doubts:
                 known[event.dedup_key] = dataclasses.replace(known.get(event.dedup_key, traffic.Known()), doubt=True)
-        return known
+        return known, records if target.format == "rest" else None
 
     def _doubt_ahead(
-        self, target: Target, sending: list[Event], known: dict[str, traffic.Known], deadline: float
+        self, target: Target, sending: list[Event], known: dict[str, traffic.Known], sent_at: float, deadline: float
     ) -> None:
-        """Before resolves go out for keys the ledger knows: put them in doubt (ledger.doubt), so that a resolve
-        whose record then fails still stops a trigger from being skipped. Where the ledger cannot take it, this
-        process keeps the doubt until it can."""
+        """Before resolves go out at `sent_at` for keys the ledger knows: put them in doubt (ledger.doubt), so that a
+        resolve whose record then fails still stops a trigger from being skipped. Where the ledger cannot take it,
+        this process keeps the doubt until it can. With RESEND_INTERVAL=0 nothing is ever skipped: no doubt."""
+        if self.resend_interval <= 0:
+            return
         keys = [(target.route, e.dedup_key) for e in sending if e.action == "resolve" and e.dedup_key in known]
         if not keys:
             return
         try:
-            self.ledger.doubt(keys, min(deadline, time.monotonic() + LOOKUP_MAX))
+            self.ledger.doubt([(*key, sent_at) for key in keys], min(deadline, time.monotonic() + LOOKUP_MAX))
         except LedgerError as exc:
             self.metrics.ledger_errors.labels("doubt").inc()
-            self._hold_doubts(keys)
+            self._hold_doubts(keys, sent_at)
             log.warning(
                 "ledger not written before resolves; this process keeps them in doubt until it can",
                 extra={"route": target.name, "error": exc.message, "events": len(keys)},
             )
 
-    def _hold_doubts(self, keys: list[tuple[str, str]]) -> None:
-        """Keep keys in doubt in this process, and have them written to the ledger as soon as it takes them."""
+    def _hold_doubts(self, keys: list[tuple[str, str]], since: float) -> None:
+        """Keep keys in doubt since a time in this process, and have them written to the ledger once it takes them."""
         if not keys:
             return
-        now = time.time()
         with self._doubt_lock:
             for key in keys:
-                self._doubts[key] = now
+                self._doubts[key] = max(since, self._doubts.get(key, since))
             while len(self._doubts) > MEMORY_MAX:
                 key, _ = self._doubts.popitem(last=False)
                 log.error(
                     "too many keys in doubt for this process to keep; the oldest is let go",
                     extra={"route": key[0] or "default", "dedup_key": key[1]},
                 )
-            if self._doubt_writer is None or not self._doubt_writer.is_alive():
+            if self._doubt_writer is None:
                 # Started in the worker that needs it, never before a fork.
                 self._doubt_writer = threading.Thread(target=self._write_doubts, name="alert24-doubts", daemon=True)
                 self._doubt_writer.start()
 
-    def _doubted(self) -> list[tuple[str, str]]:
+    def _doubted(self) -> list[tuple[str, str, float]]:
         with self._doubt_lock:
-            return list(self._doubts)
+            return [(route, key, since) for (route, key), since in self._doubts.items()]
 
-    def _forget_doubts(self, keys: list[tuple[str, str]]) -> None:
+    def _forget_doubts(self, written: list[tuple[str, str, float]]) -> None:
+        """Let go of the doubts the ledger took, unless held again since (a later time)."""
         with self._doubt_lock:
-            for key in keys:
-                self._doubts.pop(key, None)
+            for route, key, since in written:
+                if self._doubts.get((route, key)) == since:
+                    del self._doubts[(route, key)]
 
     def _write_doubts(self) -> None:
         """Every DOUBT_RETRY seconds while this process holds doubts: write them to the ledger, so that every other
-        process on it sees them too; it ends once the ledger took them (or a webhook's record did)."""
-        while self._doubts:
+        process on it sees them too; it ends once the ledger took them (or a webhook's record did). Each try is
+        bounded by DOUBT_WRITE_MAX, so that it never holds the process's write lock long against its webhooks."""
+        while True:
+            with self._doubt_lock:
+                if not self._doubts:
+                    self._doubt_writer = None
+                    return
             time.sleep(DOUBT_RETRY)
-            keys = self._doubted()
+            doubted = self._doubted()
             try:
-                self.ledger.doubt(keys)
+                self.ledger.doubt(doubted, time.monotonic() + DOUBT_WRITE_MAX)
             except LedgerError:
                 continue
-            self._forget_doubts(keys)
-            log.info("keys in doubt written to the ledger", extra={"keys": len(keys)})
+            self._forget_doubts(doubted)
+            log.info("keys in doubt written to the ledger", extra={"keys": len(doubted)})
 
     def _remember(self, target: Target, deliveries: list[Delivery]) -> None:
         """When Alert24 last accepted each key, in this process: the budget's order where the ledger lacks it."""
@@ -470,18 +507,21 @@ class Forwarder:
                 )
         return self.budget.take(kid, self.rate_limit, wanted, now)
 
-    def _record(self, target: Target, accepted: list[Event], deadline: float, unchanged: list[Event] = ()) -> None:
-        """Keep the ledger of open incidents, by the deadline, with the doubts this process holds; its failure never
-        changes the webhook's answer, but leaves the resolves it accepted in doubt."""
+    def _record(
+        self, target: Target, accepted: list[Event], sent_at: float, deadline: float, unchanged: list[Event] = ()
+    ) -> None:
+        """Keep the ledger of open incidents, by the deadline, with the doubts this process holds: what Alert24
+        accepted, as sent at `sent_at`. Its failure never changes the webhook's answer, but leaves every key whose
+        event Alert24 accepted in doubt: the ledger's record of it says something else now."""
         doubted = self._doubted()
         if not accepted and not unchanged and not doubted:
             return
         try:
-            self.ledger.record(target.route, accepted, time.time(), deadline, unchanged, doubted)
+            self.ledger.record(target.route, accepted, sent_at, deadline, unchanged, doubted)
         except LedgerError as exc:
             self.metrics.ledger_errors.labels("record").inc()
             self.ledger_status = {"ok": False, "error": exc.message, "at": time.time()}
-            self._hold_doubts([(target.route, e.dedup_key) for e in accepted if e.action == "resolve"])
+            self._hold_doubts([(target.route, e.dedup_key) for e in accepted], time.time())
             log.warning(
                 "ledger not updated; the events were delivered, the reconciler will not know of them, and their "
                 "keys' next triggers are sent",

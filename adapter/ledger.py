@@ -93,14 +93,15 @@ MIGRATIONS = (
             PRIMARY KEY (route, dedup_key)
         )""",
     ),
-    # 4: the firing episode of the accepted event, and the doubt a resolve leaves until its outcome is recorded.
+    # 4: the firing episode of the accepted event, and since when a resolve's outcome is in doubt (see doubt()).
     (
         "ALTER TABLE alert24_adapter_accepted ADD COLUMN episode TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE alert24_adapter_accepted ADD COLUMN doubt INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE alert24_adapter_accepted ADD COLUMN doubted_at DOUBLE PRECISION",
     ),
 )
-# How long the record of an accepted event is kept (the app sets RESEND_INTERVAL's), and how often old ones go.
-ACCEPTED_RETENTION, PRUNE_EVERY = 86400.0, 60.0
+# How long the record of an accepted event is kept (the app sets RESEND_INTERVAL's), and how often each writing
+# process drops old ones and (SQLite) copies the write-ahead log back.
+ACCEPTED_RETENTION, HOUSEKEEPING_EVERY = 86400.0, 60.0
 
 
 # The columns of an Entry, in its fields' order.
@@ -165,7 +166,8 @@ class Ledger:
         # A store with a connection of its own for reads gives them a lock of their own too.
         self._read_lock = self._lock
         self.accepted_retention = ACCEPTED_RETENTION
-        self._pruned = 0.0
+        self._housekeeper = 0  # the pid of the process whose housekeeping runs
+        self._closed = threading.Event()
 
     # -- what the stores provide ------------------------------------------------------------------
 
@@ -218,32 +220,23 @@ class Ledger:
         now: float,
         deadline: float | None = None,
         unchanged: Sequence[Event] = (),
-        doubted: Sequence[tuple[str, str]] = (),
+        doubted: Sequence[tuple[str, str, float]] = (),
     ) -> None:
-        """After Alert24 accepted them: a trigger opens or refreshes its incident, a resolve closes it, and each
-        is noted as the last event Alert24 accepted for its key, with its firing episode, ending any doubt on
-        it. `unchanged` triggers, skipped because Alert24 has them already, refresh their incidents only.
-        `doubted` (route, dedup_key) pairs are put in doubt first (see doubt()). One transaction for all of
+        """After Alert24 accepted them, sent at `now` (Unix time): a trigger opens or refreshes its incident, a
+        resolve closes it, and each is noted as the last event Alert24 accepted for its key, with its firing
+        episode, unless the ledger holds one sent later (records may land out of order); it ends a doubt set
+        before it was sent. `unchanged` triggers, skipped because Alert24 has them already, refresh their incidents
+        only. `doubted` (route, dedup_key, since) are put in doubt first (see doubt()). One transaction for all of
         them, given up at the deadline (time.monotonic) when the store is locked."""
         if not events and not unchanged and not doubted:
             return
-        prune = now - self._pruned >= PRUNE_EVERY
+        self._keep_house()
 
         def work(cur) -> None:
-            if prune:
-                cur.execute(
-                    self._sql("DELETE FROM alert24_adapter_accepted WHERE accepted_at < ?"),
-                    (now - self.accepted_retention,),
-                )
             self._doubt(cur, doubted)
             for event in events:
                 cur.execute(
-                    self._sql(
-                        "INSERT INTO alert24_adapter_accepted (route, dedup_key, action, severity, accepted_at, "
-                        "episode, doubt) VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (route, dedup_key) DO UPDATE SET "
-                        "action = excluded.action, severity = excluded.severity, accepted_at = excluded.accepted_at, "
-                        "episode = excluded.episode, doubt = 0"
-                    ),
+                    self._sql(self._upsert_accepted),
                     (route, event.dedup_key, event.action, event.severity, now, event.episode),
                 )
             for event in (*events, *unchanged):
@@ -284,56 +277,98 @@ class Ledger:
                 )
 
         self._run(work, deadline=deadline)
-        if prune:
-            self._pruned = now
 
-    def doubt(self, keys: Sequence[tuple[str, str]], deadline: float | None = None) -> None:
-        """Before a resolve is sent for these (route, dedup_key) pairs: until its outcome is recorded, no trigger
-        of theirs is skipped, even of the same firing episode (traffic.decide). Written ahead, so that a resolve
-        Alert24 accepted whose record then fails leaves the doubt behind, for every process on the store."""
+    def housekeep(self, now: float) -> None:
+        """Drop the accepted events past their retention and the budget's sends past its window; then (SQLite) copy
+        the write-ahead log back into the file. Never on a webhook's path: see _keep_house."""
+
+        def work(cur) -> None:
+            old = now - self.accepted_retention
+            cur.execute(self._sql("DELETE FROM alert24_adapter_accepted WHERE accepted_at < ?"), (old,))
+            cur.execute(self._sql("DELETE FROM alert24_adapter_budget WHERE sent_at <= ?"), (now - WINDOW - MARGIN,))
+
+        self._run(work)
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the write-ahead log back, where the store keeps one of its own."""
+
+    def _keep_house(self) -> None:
+        """Start this process's housekeeping (housekeep() every HOUSEKEEPING_EVERY) the first time it writes: in
+        the worker, never before a fork; it ends with close()."""
+        if self._housekeeper == os.getpid():
+            return
+        with self._lock:
+            if self._housekeeper == os.getpid():
+                return
+            self._housekeeper = os.getpid()
+            self._closed = threading.Event()
+        threading.Thread(target=self._housekeeping, args=(self._closed,), name="alert24-ledger", daemon=True).start()
+
+    def _housekeeping(self, closed: threading.Event) -> None:
+        while not closed.wait(HOUSEKEEPING_EVERY):
+            try:
+                self.housekeep(time.time())
+            except LedgerError as exc:
+                log.warning("ledger housekeeping failed; it is tried again later", extra={"error": exc.message})
+
+    def doubt(self, keys: Sequence[tuple[str, str, float]], deadline: float | None = None) -> None:
+        """Before a resolve is sent at `since` for these (route, dedup_key, since): until an event sent later is
+        recorded, no trigger of theirs is skipped, even of the same firing episode (traffic.decide). Written ahead,
+        so that a resolve Alert24 accepted whose record then fails leaves the doubt behind, for every process on the
+        store; a record of an event sent earlier, landing late, does not end it."""
         if keys:
             self._run(lambda cur: self._doubt(cur, keys), deadline=deadline)
 
-    def _doubt(self, cur, keys: Sequence[tuple[str, str]]) -> None:
-        for route, dedup_key in keys:
+    def _doubt(self, cur, keys: Sequence[tuple[str, str, float]]) -> None:
+        for route, dedup_key, since in keys:
             cur.execute(
-                self._sql("UPDATE alert24_adapter_accepted SET doubt = 1 WHERE route = ? AND dedup_key = ?"),
-                (route, dedup_key),
+                self._sql(
+                    "UPDATE alert24_adapter_accepted SET doubted_at = ? WHERE route = ? AND dedup_key = ? "
+                    "AND (doubted_at IS NULL OR doubted_at < ?)"
+                ),
+                (since, route, dedup_key, since),
             )
 
+    def state(
+        self, route: str, dedup_keys: Sequence[str], deadline: float | None = None, rest: bool = False
+    ) -> tuple[dict[str, Known], dict[str, Record]]:
+        """In one read: what the ledger knows of these dedup_keys on the route (open incidents and the last accepted
+        events), and with `rest` the REST format's records of them too."""
+        queries = [("open", self._select_open), ("accepted", self._select_accepted)]
+        if rest:
+            queries.append(("rest", self._select_rest_keys))
+        rows = self._read_keys(route, dedup_keys, queries, deadline)
+        opened, accepted = rows["open"], rows["accepted"]
+        known = {}
+        for key in opened.keys() | accepted.keys():
+            _, since, severity, seen, absent = opened.get(key, (key, None, "", None, None))
+            _, action, accepted_severity, at, episode, doubted = accepted.get(key, (key, "", "", None, "", None))
+            known[key] = Known(
+                since, severity, action, at, accepted_severity, episode, doubted is not None, seen, absent is not None
+            )
+        return known, {key: _record(row) for key, row in rows.get("rest", {}).items()}
+
     def known(self, route: str, dedup_keys: Sequence[str], deadline: float | None = None) -> dict[str, Known]:
-        """What the ledger knows of these dedup_keys on the route: open incidents and the last accepted events."""
-        opened: dict[str, tuple[float, str]] = {}
-        accepted: dict[str, tuple[str, str, float, str, bool]] = {}
+        """What the ledger knows of these dedup_keys on the route (see state)."""
+        return self.state(route, dedup_keys, deadline)[0]
+
+    def _read_keys(
+        self, route: str, dedup_keys: Sequence[str], queries: Sequence[tuple[str, str]], deadline: float | None
+    ) -> dict[str, dict[str, Sequence]]:
+        """Each query's rows by dedup_key (its first column), for the keys on the route, in one read transaction."""
+        rows: dict[str, dict[str, Sequence]] = {name: {} for name, _ in queries}
 
         def work(cur) -> None:
             for i in range(0, len(dedup_keys), 500):  # under every store's limit of bound parameters
                 chunk = dedup_keys[i : i + 500]
                 marks = ", ".join("?" * len(chunk))
-                cur.execute(
-                    self._sql(
-                        "SELECT dedup_key, first_seen, severity FROM alert24_adapter_incidents "  # noqa: S608 - placeholders only
-                        f"WHERE route = ? AND dedup_key IN ({marks})"
-                    ),
-                    (route, *chunk),
-                )
-                opened.update((row[0], (row[1], row[2])) for row in cur.fetchall())
-                cur.execute(
-                    self._sql(
-                        "SELECT dedup_key, action, severity, accepted_at, episode, doubt "  # noqa: S608 - placeholders only
-                        f"FROM alert24_adapter_accepted WHERE route = ? AND dedup_key IN ({marks})"
-                    ),
-                    (route, *chunk),
-                )
-                accepted.update((row[0], (row[1], row[2], row[3], row[4], bool(row[5]))) for row in cur.fetchall())
+                for name, sql in queries:
+                    cur.execute(self._sql(sql.format(marks=marks)), (route, *chunk))
+                    rows[name].update((row[0], row) for row in cur.fetchall())
 
         self._run(work, write=False, deadline=deadline)
-        out = {}
-        for key in opened.keys() | accepted.keys():
-            since, severity = opened.get(key, (None, ""))
-            action, accepted_severity, at, episode, doubt = accepted.get(key, ("", "", None, "", False))
-            out[key] = Known(since, severity, action, at, accepted_severity, episode, doubt)
-        return out
+        return rows
 
     def take(
         self, key_id: str, limit: int, wanted: int, now: float, deadline: float | None = None
@@ -366,17 +401,8 @@ class Ledger:
 
     def rest_records(self, route: str, dedup_keys: Sequence[str], deadline: float | None = None) -> dict[str, Record]:
         """What the REST format keeps of these keys on the route: incident ids, or claims on creates."""
-        found: dict[str, Record] = {}
-
-        def work(cur) -> None:
-            for i in range(0, len(dedup_keys), 500):  # under every store's limit of bound parameters
-                chunk = dedup_keys[i : i + 500]
-                marks = ", ".join("?" * len(chunk))
-                cur.execute(self._sql(f"{self._select_rest} AND dedup_key IN ({marks})"), (route, *chunk))
-                found.update((row[0], _record(row)) for row in cur.fetchall())
-
-        self._run(work, write=False, deadline=deadline)
-        return found
+        rows = self._read_keys(route, dedup_keys, [("rest", self._select_rest_keys)], deadline)
+        return {key: _record(row) for key, row in rows["rest"].items()}
 
     def claim(
         self, route: str, dedup_key: str, claimant: str, now: float, lease: float, deadline: float | None = None
@@ -544,10 +570,29 @@ class Ledger:
     # -- plumbing ---------------------------------------------------------------------------------
 
     _select_members = "SELECT fingerprints FROM alert24_adapter_incidents WHERE route = ? AND dedup_key = ?"
+    # What a webhook reads of its keys ({marks}: one placeholder a key); each is served by its table's primary key.
+    _select_open = (
+        "SELECT dedup_key, first_seen, severity, last_seen, absent_since FROM alert24_adapter_incidents "
+        "WHERE route = ? AND dedup_key IN ({marks})"
+    )
+    _select_accepted = (
+        "SELECT dedup_key, action, severity, accepted_at, episode, doubted_at FROM alert24_adapter_accepted "
+        "WHERE route = ? AND dedup_key IN ({marks})"
+    )
+    # An accepted event replaces the key's record only when sent no earlier than the one recorded, and ends a doubt
+    # only when sent after it.
+    _upsert_accepted = (
+        "INSERT INTO alert24_adapter_accepted (route, dedup_key, action, severity, accepted_at, episode, doubted_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (route, dedup_key) DO UPDATE SET action = excluded.action, "
+        "severity = excluded.severity, accepted_at = excluded.accepted_at, episode = excluded.episode, doubted_at = "
+        "CASE WHEN alert24_adapter_accepted.doubted_at > excluded.accepted_at THEN alert24_adapter_accepted.doubted_at "
+        "END WHERE alert24_adapter_accepted.accepted_at <= excluded.accepted_at"
+    )
     _select_rest = (
         "SELECT dedup_key, incident_id, title, severity, claimed_at, uncertain, claimant FROM alert24_adapter_rest "
         "WHERE route = ?"
     )
+    _select_rest_keys = _select_rest + " AND dedup_key IN ({marks})"
     _select_entry = f"SELECT {_COLUMNS} FROM alert24_adapter_incidents WHERE route = ? AND dedup_key = ?"  # noqa: S608 - constant
     _insert = (
         "INSERT INTO alert24_adapter_incidents (route, dedup_key, fingerprints, alertname, summary, "
@@ -672,6 +717,10 @@ class SqliteLedger(Ledger):
             conn.execute("PRAGMA journal_mode=WAL")
             # WAL with synchronous=NORMAL survives a crash of the process; a power cut may lose the last commits.
             conn.execute("PRAGMA synchronous=NORMAL")
+            if write:
+                # The write-ahead log is copied back by the process's housekeeping, not by whichever commit
+                # happens to cross SQLite's threshold on a webhook's path.
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             self._conns[write] = conn
         return conn
 
@@ -690,7 +739,18 @@ class SqliteLedger(Ledger):
         self._lock_file = fd
         return True
 
+    def _checkpoint(self) -> None:
+        import sqlite3
+
+        # PASSIVE: copies what no reader still needs, and never waits for a reader or a writer.
+        with self._lock:
+            try:
+                self._connect(True).execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except (sqlite3.Error, OSError) as exc:
+                raise LedgerError(f"the ledger ({self.display}) failed: {_describe(exc)}") from None
+
     def close(self) -> None:
+        self._closed.set()
         if self._pid == os.getpid():
             for conn in self._conns.values():
                 conn.close()
@@ -815,6 +875,7 @@ class PostgresLedger(Ledger):
         return True
 
     def close(self) -> None:
+        self._closed.set()
         if self._conn is not None and self._pid == os.getpid():
             self._conn.close()
         self._conn = None

@@ -63,6 +63,7 @@ class Lifecycle:
         self.deadline, self.request_id, self.lease, self.clock = deadline, request_id, lease, clock
         self.api_url = client.api_url
         self.degraded = ledger is None
+        self.unrecorded: set[str] = set()  # the keys whose record in the ledger could not be written
         self._scan_lock = threading.Lock()
         self._seen: list[dict] | None = None  # the open incidents of the last whole scan, in page order
         self._truncated = False  # that scan stopped at rest.MAX_PAGES, or for time
@@ -76,10 +77,24 @@ class Lifecycle:
         self._scanning = False
         self._resolves_in_flight = 0
 
-    def deliver(self, events: Sequence[Event], choices: Sequence[traffic.Choice] | None = None) -> list[Delivery]:
+    def deliver(
+        self,
+        events: Sequence[Event],
+        choices: Sequence[traffic.Choice] | None = None,
+        records: dict[str, rest.Record] | None = None,
+    ) -> list[Delivery]:
         """Every event's Delivery: ACCEPTED once Alert24 holds the incident as the event says (created, updated,
         found, resolved, or already gone), UNCHANGED when nothing needed sending, else why not. `choices`:
-        traffic.decide()'s for each event (None: nothing is proven, as for the reconciler's events)."""
+        traffic.decide()'s for each event (None: nothing is proven, as for the reconciler's events); `records`: the
+        ledger's records of their keys, where the caller read them already (None: read here)."""
+        if records is None:
+            records = self._records(events)
+        chosen = dict(zip((e.dedup_key for e in events), choices or (), strict=False))
+        return self.client.fan_out(
+            list(events), lambda e: self._one(e, records.get(e.dedup_key), chosen.get(e.dedup_key))
+        )
+
+    def _records(self, events: Sequence[Event]) -> dict[str, rest.Record]:
         records: dict[str, rest.Record] = {}
         if self.ledger is not None and events:
             try:
@@ -90,10 +105,7 @@ class Lifecycle:
                     "ledger not read; each incident is looked up at Alert24 before it is created or resolved",
                     extra={"route": self.route or "default", "error": exc.message, "events": len(events)},
                 )
-        chosen = dict(zip((e.dedup_key for e in events), choices or (), strict=False))
-        return self.client.fan_out(
-            list(events), lambda e: self._one(e, records.get(e.dedup_key), chosen.get(e.dedup_key))
-        )
+        return records
 
     # -- one event ---------------------------------------------------------------------------------
 
@@ -186,11 +198,17 @@ class Lifecycle:
         return self._create(event, tally, doubted=not forgotten, claim=forgotten)
 
     def _resolve(self, event: Event, ids: list[str], tally: _Tally, why: str, sweep: bool = False) -> Delivery:
-        """PUT each incident resolved; with `sweep`, then every other open one found with the key's tag."""
+        """PUT each incident resolved; with `sweep`, then every other open one found with the key's tag on the route.
+        What is known is resolved first: it never waits on a lookup."""
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        failed = self._put_all(ids, now, tally)
+        if failed is not None:
+            return tally.delivery(event, failed.outcome, failed.detail, ids[0])
         if sweep:
             found = self._find(event.dedup_key, tally)
             if found is None and self._inconclusive():
-                # What the bounded scan read is swept; the resolve of what is known never waits on the rest.
+                # What the bounded scan read is swept; any open beyond it stays so (README, "Lookups that cannot
+                # conclude").
                 found = rest.matching(self._seen or [], event.dedup_key, self.route)
                 log.warning(
                     "sweeping other open incidents of one key: the lookup by tag stopped at its bound, so any beyond "
@@ -198,23 +216,30 @@ class Lifecycle:
                     extra={"route": self.route or "default", "dedup_key": event.dedup_key},
                 )
             if found is None:
+                # The ids are resolved, the sweep is not done: the key stays on record, and Alertmanager's retry
+                # sweeps again.
                 return tally.failed(event)
             strays = [i for i in found if i not in ids]
             if strays:
                 log.warning(
-                    "resolving other open incidents of one key, made by a create whose answer was lost",
+                    "resolving other open incidents of one key: a lost create's, or an earlier episode's",
                     extra={"route": self.route or "default", "dedup_key": event.dedup_key, "incidents": strays},
                 )
-            ids = [*ids, *strays]
-        now = datetime.fromtimestamp(self.clock(), timezone.utc)
-        for incident_id in ids:
-            answer = tally.add(self._put_resolve(incident_id, now))
-            # Not found: the incident is gone already (deleted, or resolved and purged): nothing is left to resolve.
-            if answer.outcome != ACCEPTED and not rest.gone(answer.status, answer.body):
-                return tally.delivery(event, answer.outcome, answer.detail, incident_id)
+            failed = self._put_all(strays, now, tally)
+            if failed is not None:
+                return tally.delivery(event, failed.outcome, failed.detail, ids[0])
         # Forgotten only once resolved: a trigger arriving meanwhile finds the id, and creates no second incident.
         self._forget(event)
         return tally.delivery(event, ACCEPTED, why, ids[0])
+
+    def _put_all(self, ids: list[str], now: datetime, tally: _Tally) -> Answer | None:
+        """PUT each incident resolved; the first answer that failed, or None. Not found: the incident is gone already
+        (deleted, or resolved and purged), and nothing is left to resolve."""
+        for incident_id in ids:
+            answer = tally.add(self._put_resolve(incident_id, now))
+            if answer.outcome != ACCEPTED and not rest.gone(answer.status, answer.body):
+                return answer
+        return None
 
     def _look(self, event: Event, tally: _Tally, why: str) -> Delivery:
         """A trigger soon after a create whose answer was lost: the incident is adopted if found, never created."""
@@ -435,6 +460,7 @@ class Lifecycle:
         try:
             getattr(self.ledger, method)(self.route, event.dedup_key, *args, deadline=self._by())
         except LedgerError as exc:
+            self.unrecorded.add(event.dedup_key)
             log.warning(
                 "ledger not updated; the incident is looked up, or checked by its id, before its next event is skipped",
                 extra={"route": self.route or "default", "dedup_key": event.dedup_key, "error": exc.message},

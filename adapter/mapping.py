@@ -149,7 +149,8 @@ def episode(starts: Sequence[str | None]) -> str:
     episode. A group's incident takes its latest member's: an alert that joins, or fires again, moves it on.
     """
     instants = [_utc_instant(s) for s in starts if s]
-    return max(instants) if instants else ""
+    known = [i for i in instants if i]
+    return max(known) if known else ""
 
 
 def severity_for(labels: dict[str, str], rules: EventRules) -> tuple[str, str]:
@@ -383,7 +384,8 @@ def _dumps(body: dict[str, Any]) -> bytes:
 
 def _utc_instant(value: str) -> str:
     """An RFC 3339 timestamp (as alertmanager validated it) in UTC with nine fractional digits, so that one
-    instant reads alike from any offset and precision, and instants sort as strings."""
+    instant reads alike from any offset and precision, and instants sort as strings; "" for one that UTC cannot
+    hold."""
     whole = datetime(
         int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]), int(value[14:16]), int(value[17:19])
     )
@@ -392,5 +394,8 @@ def _utc_instant(value: str) -> str:
     fraction, zone = rest[1:digits], rest[digits:]
     if zone not in ("Z", "z"):
         sign = 1 if zone[0] == "+" else -1
-        whole -= sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+        try:
+            whole -= sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+        except OverflowError:
+            return ""  # an instant before year 1 or after 9999 in UTC: no episode is known, so nothing is proven
     return f"{whole:%Y-%m-%dT%H:%M:%S}.{fraction:0<9}Z"

@@ -220,7 +220,7 @@ class Reconciler:
                 to_resolve = [e for e in to_resolve if current.get(e.key) == e.last_seen]
                 # Written ahead: a resolve whose removal from the ledger then fails must not let the alert's next
                 # trigger be skipped as unchanged (it may come back with its old startsAt).
-                self.ledger.doubt([e.key for e in to_resolve])
+                self.ledger.doubt([(*e.key, time.time()) for e in to_resolve])
         except LedgerError as exc:
             return self._skipped(exc.message, "reconcile", forget=False, dry_run=False)
         for entry in verdict.newly_absent:

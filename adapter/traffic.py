@@ -42,8 +42,9 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 @dataclasses.dataclass(frozen=True)
 class Known:
     """What the ledger knows of one dedup_key on one route: whether its incident is open (and since when,
-    with what severity), and the last event Alert24 accepted for it (action, severity, Unix time, firing
-    episode). `doubt`: a resolve may have reached Alert24 since, unrecorded (its ledger write failed)."""
+    with what severity, when last seen, whether the reconciler counts it absent), and the last event Alert24
+    accepted for it (action, severity, Unix time, firing episode). `doubt`: a resolve may have reached Alert24
+    since, unrecorded (its ledger write failed)."""
 
     open_since: float | None = None
     severity: str = ""
@@ -52,6 +53,8 @@ class Known:
     accepted_severity: str = ""
     episode: str = ""
     doubt: bool = False
+    last_seen: float | None = None
+    absent: bool = False
 
     @property
     def open(self) -> bool:
@@ -124,6 +127,15 @@ def _judge(known: Known | None, event: Event, now: float, interval: float) -> Ch
     if not proven:
         return Choice(SEND, REFRESH, _TIER[REFRESH])
     return Choice(SKIP, UNCHANGED, proven=True)
+
+
+def refresh_due(known: Known | None, now: float, every: float) -> bool:
+    """Whether a trigger skipped as unchanged is worth a write of its incident's row (pure): when the reconciler
+    counts the incident absent (the write ends that, and wins over a pass about to resolve it), or when it was last
+    seen `every` seconds ago or longer; otherwise the row already says all the reconciler needs."""
+    if known is None or known.last_seen is None or known.absent:
+        return True
+    return now - known.last_seen >= every
 
 
 def ordered(

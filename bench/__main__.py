@@ -33,7 +33,7 @@ SECRET = "bench-secret"
 TICK = os.sysconf("SC_CLK_TCK")
 NODE_DIR = ROOT / "bench" / "node"
 NODE_CACHE = ROOT / "bench" / ".cache" / "node"
-LOADS = ("churn", "rate-limit")
+LOADS = ("churn", "rate-limit", "ledger-sweep")
 
 
 def payload(alerts: int, tag: str = "bench") -> bytes:
@@ -366,6 +366,7 @@ def show(path: str) -> int:
     if "saturation" in results:
         report(results)
     report_traffic(results)
+    report_sweep(results)
     return 0
 
 
@@ -408,10 +409,14 @@ def main(argv=None) -> int:
         bodies[n].write_bytes(payload(n))
     if only is not None:
         try:
-            traffic_loads(procs, workdir, args, results, only)
+            if "ledger-sweep" in only:
+                results["ledger_sweep"] = ledger_sweep()
+            if set(only) - {"ledger-sweep"}:
+                traffic_loads(procs, workdir, args, results, only)
         finally:
             procs.stop_all()
         report_traffic(results)
+        report_sweep(results)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2))
         print(f"\nresults written to {args.out}")
@@ -442,6 +447,7 @@ def main(argv=None) -> int:
         print("transports …", flush=True)
         results["transport_cpu_us_per_call"] = transports.measure(fake.url)
         results["ledger_cpu_us_per_write"] = ledger_cost.measure()
+        results["ledger_sweep"] = ledger_sweep()
 
         runs: dict[str, list[dict]] = {"adapter-1": [], "bare-1": [], "node-1": [], "adapter-10": [], "ledger-1": []}
         for r in range(args.rounds):
@@ -602,6 +608,7 @@ def main(argv=None) -> int:
 
     report(results)
     report_traffic(results)
+    report_sweep(results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"\nresults written to {args.out}")
@@ -675,6 +682,37 @@ def traffic_loads(procs: Processes, workdir: Path, args, results: dict, only) ->
             run = results["rate_limit"][name]
             state = f"done in {run['seconds']:.0f} s" if run["done"] else f"not done after {run['seconds']:.0f} s"
             print(f"rate limit {name}: {state}, {run['calls']} calls, {run['calls_429']} answered 429", flush=True)
+
+
+def ledger_sweep() -> list[dict]:
+    """The ledger's CPU per event with 1k, 100k and 1M open keys (bench/ledger_cost.py), SQLite and a local
+    PostgreSQL started as the tests start one."""
+    from tests.postgres import Postgres
+
+    print("ledger sweep: 1k, 100k and 1M open keys, SQLite and PostgreSQL …", flush=True)
+    server = Postgres().start()
+    try:
+        return ledger_cost.sweep(server.url)
+    finally:
+        server.stop()
+
+
+def report_sweep(r: dict) -> None:
+    """The ledger sweep's table, when it ran: CPU per event by ledger size, each round, and against 1k keys."""
+    if "ledger_sweep" not in r:
+        return
+    print("\n| ledger (one read and one write per webhook of 10, 9 unchanged) | open keys | CPU µs per event, by round "
+          "| median vs 1k keys | last round vs first |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    sweep = r["ledger_sweep"]
+    base = {row["store"]: statistics.median(row["cpu_us_per_event"]) for row in sweep if row["size"] == 1000}
+    for row in sweep:
+        rounds = row["cpu_us_per_event"]
+        median = statistics.median(rounds)
+        print(
+            f"| {row['store']} | {row['size']:,} | {' / '.join(f'{x:.1f}' for x in rounds)} | "
+            f"{median / base[row['store']]:.2f}x | {rounds[-1] / rounds[0]:.2f}x |"
+        )
 
 
 def report_traffic(r: dict) -> None:

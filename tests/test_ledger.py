@@ -10,7 +10,7 @@ import time
 import pytest
 
 from adapter.errors import LedgerError
-from adapter.ledger import SCHEMA_VERSION, merged, open_ledger
+from adapter.ledger import SCHEMA_VERSION, SqliteLedger, merged, open_ledger
 from adapter.mapping import Event
 from adapter.rest import Record
 
@@ -442,10 +442,11 @@ def test_known_tells_open_incidents_and_the_last_accepted_event(ledger):
     ledger.record("", [event("a", summary="changed")], 1020.0, unchanged=[])
     ledger.record("", [], 1030.0, unchanged=[event("c")])
     many = [f"k{i}" for i in range(1200)] + ["a", "b", "c"]
+    ledger.note_absence([("", "c")], [], 1040.0)
     assert ledger.known("", many) == {
-        "a": Known(1000.0, "warning", "trigger", 1020.0, "warning"),
+        "a": Known(1000.0, "warning", "trigger", 1020.0, "warning", last_seen=1020.0),
         "b": Known(None, "", "resolve", 1010.0, "warning"),
-        "c": Known(1030.0, "warning", "", None, ""),
+        "c": Known(1030.0, "warning", "", None, "", last_seen=1030.0, absent=True),
     }
     assert ledger.known("db", ["a"]) == {}
 
@@ -458,11 +459,15 @@ def test_an_unchanged_trigger_refreshes_its_incident_not_its_acceptance(ledger):
     assert ledger.known("", ["a"])["a"].accepted_at == 1000.0
 
 
-def test_old_acceptances_are_pruned(ledger):
+def test_old_acceptances_and_budget_sends_are_pruned_by_housekeeping_not_by_webhooks(ledger):
     ledger.accepted_retention = 100.0
     ledger.record("", [event("a")], 1000.0)
     ledger.record("", [event("b")], 1090.0)
     ledger.record("", [event("c")], 1150.0)
+    assert ledger.known("", ["a"])["a"].accepted_at == 1000.0, "a webhook's write prunes nothing"
+    ledger.take("key-1", 5, 3, 1000.0)
+    ledger.housekeep(1150.0)
+    assert ledger._run(lambda cur: cur.execute("SELECT COUNT(*) FROM alert24_adapter_budget").fetchone()[0]) == 0
     known = ledger.known("", ["a", "b", "c"])
     assert known["a"].accepted_at is None and known["a"].open, "the incident stays; its acceptance is forgotten"
     assert known["b"].accepted_at == 1090.0
@@ -625,19 +630,39 @@ def test_expire_forgets_the_rest_formats_record_of_an_expired_incident(ledger):
 
 def test_episodes_and_doubts_are_kept_per_key_and_route(ledger):
     """What a skip needs proven (traffic.decide): the episode Alert24 accepted, and a doubt written ahead of a resolve
-    that only a recorded event ends."""
+    that only an event sent after it ends."""
     first = dataclasses.replace(event("a"), episode="E1")
     ledger.record("", [first, dataclasses.replace(event("b"), episode="E1")], 1000.0)
     ledger.record("team", [dataclasses.replace(event("a"), episode="E9")], 1000.0)
     assert (ledger.known("", ["a"])["a"].episode, ledger.known("", ["a"])["a"].doubt) == ("E1", False)
-    ledger.doubt([("", "a"), ("", "unknown")])
+    ledger.doubt([("", "a", 1005.0), ("", "unknown", 1005.0)])
     assert ledger.known("", ["a", "b"])["a"].doubt and not ledger.known("", ["b"])["b"].doubt
     assert not ledger.known("team", ["a"])["a"].doubt, "another route's key is its own"
     assert "unknown" not in ledger.known("", ["unknown"]), "a doubt creates no record"
     ledger.record("", [dataclasses.replace(event("a"), episode="E2")], 1001.0)
+    assert ledger.known("", ["a"])["a"].doubt, "a trigger sent before the doubt ends nothing"
+    ledger.record("", [dataclasses.replace(event("a"), episode="E2")], 1006.0)
     assert (ledger.known("", ["a"])["a"].episode, ledger.known("", ["a"])["a"].doubt) == ("E2", False)
-    ledger.record("", [], 1002.0, doubted=[("", "b")])
+    ledger.record("", [], 1007.0, doubted=[("", "b", 1007.0)])
     assert ledger.known("", ["b"])["b"].doubt
+
+
+@pytest.mark.parametrize(
+    "first, second, expected",
+    [
+        pytest.param(("resolve", 1002.0), ("trigger", 1001.0), ("resolve", 1002.0), id="late-trigger-record-loses"),
+        pytest.param(("trigger", 1002.0), ("resolve", 1001.0), ("trigger", 1002.0), id="late-resolve-record-loses"),
+        pytest.param(("trigger", 1001.0), ("resolve", 1002.0), ("resolve", 1002.0), id="in-order-the-later-wins"),
+    ],
+)
+def test_a_record_that_lands_late_never_overwrites_an_event_sent_after_it(ledger, first, second, expected):
+    """Two webhooks' records may commit in another order than Alert24 accepted their events: the one sent last
+    stays the key's record."""
+    ledger.record("", [event("a")], 1000.0)
+    for action, sent_at in (first, second):
+        ledger.record("", [dataclasses.replace(event("a", action), episode="E1")], sent_at)
+    known = ledger.known("", ["a"])["a"]
+    assert (known.action, known.accepted_at) == expected
 
 
 def test_a_version_3_ledger_gains_episodes_and_doubts_and_two_processes_may_migrate_at_once(store_url):
@@ -674,3 +699,35 @@ def test_a_version_3_ledger_gains_episodes_and_doubts_and_two_processes_may_migr
     finally:
         for store in ledgers:
             store.close()
+
+
+HOT_PATH = [
+    pytest.param(SqliteLedger._select_open.format(marks="?, ?"), ("", "a", "b"), id="known-open-incidents"),
+    pytest.param(SqliteLedger._select_accepted.format(marks="?, ?"), ("", "a", "b"), id="known-accepted-events"),
+    pytest.param(SqliteLedger._select_rest_keys.format(marks="?, ?"), ("", "a", "b"), id="rest-records"),
+    pytest.param(SqliteLedger._select_members, ("", "a"), id="group-members"),
+    pytest.param(
+        "UPDATE alert24_adapter_accepted SET doubted_at = ? WHERE route = ? AND dedup_key = ?",
+        (1.0, "", "a"),
+        id="doubt",
+    ),
+    pytest.param("DELETE FROM alert24_adapter_incidents WHERE route = ? AND dedup_key = ?", ("", "a"), id="resolve"),
+    pytest.param("SELECT sent_at, events FROM alert24_adapter_budget WHERE key_id = ?", ("k",), id="budget-of-a-key"),
+    pytest.param(
+        "DELETE FROM alert24_adapter_budget WHERE key_id = ? AND sent_at <= ?", ("k", 1.0), id="budget-window"
+    ),
+    pytest.param("DELETE FROM alert24_adapter_accepted WHERE accepted_at < ?", (1.0,), id="housekeeping-prune"),
+]
+
+
+@pytest.mark.parametrize("sql, params", HOT_PATH)
+def test_every_query_of_a_webhook_is_served_by_an_index(tmp_path, sql, params):
+    """However many incidents the ledger holds, each of a webhook's queries searches an index, never scans a table."""
+    ledger = open_ledger(f"sqlite://{tmp_path}/ledger.db")
+    ledger.setup()
+    try:
+        plan = ledger._run(lambda cur: cur.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall(), write=False)
+    finally:
+        ledger.close()
+    details = [row[-1] for row in plan]
+    assert details and all(d.startswith("SEARCH") and "INDEX" in d for d in details), details

@@ -100,7 +100,20 @@ number_literals = st.one_of(
         ]
     ),
 ).map(Raw)
-hostile_leaves = number_literals | any_text | json_values
+# Timestamps that are valid RFC 3339, at the edges of the calendar and with any offset: before year 1 or after 9999
+# once brought to UTC, with every precision Alertmanager may write.
+edge_timestamps = st.builds(
+    lambda year, day, hour, fraction, sign, offset: (
+        f"{year:04d}-{'01-01' if day else '12-31'}T{hour:02d}:30:00{fraction}{sign}{offset // 60:02d}:{offset % 60:02d}"
+    ),
+    st.sampled_from([1, 2, 1970, 2026, 9998, 9999]),
+    st.booleans(),
+    st.sampled_from([0, 12, 23]),
+    st.sampled_from(["", ".5", ".123456789"]),
+    st.sampled_from(["+", "-"]),
+    st.integers(min_value=0, max_value=23 * 60 + 59),
+) | st.just("0001-01-01T00:00:00Z")
+hostile_leaves = number_literals | any_text | json_values | edge_timestamps
 
 
 def dump(value) -> str:
@@ -174,6 +187,17 @@ def test_any_byte_string_gets_a_json_answer(client, alert24, body):
 @SETTINGS
 @given(data=payloads)
 def test_any_valid_payload_is_delivered(client, alert24, data):
+    r = client.post("/alertmanager", data=json.dumps(data), headers=HEADERS)
+    assert_json_answer(r)
+    assert r.status_code == 200
+
+
+@SETTINGS
+@given(starts=edge_timestamps, ends=edge_timestamps, status=st.sampled_from(["firing", "resolved"]))
+def test_any_valid_timestamp_at_the_edges_of_the_calendar_is_delivered(client, alert24, starts, ends, status):
+    """startsAt decides the firing episode: one that UTC cannot hold proves nothing, and never costs the page."""
+    data = json.loads(json.dumps(REAL))
+    data["alerts"][0].update(startsAt=starts, endsAt=ends, status=status)
     r = client.post("/alertmanager", data=json.dumps(data), headers=HEADERS)
     assert_json_answer(r)
     assert r.status_code == 200

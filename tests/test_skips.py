@@ -184,6 +184,21 @@ def test_a_resolve_whose_record_failed_leaves_its_key_in_doubt(fake, tmp_path, m
     assert send(a, notification("firing", T0)).json.get("unchanged") == 1, "recorded now: proven again"
 
 
+def test_a_trigger_whose_record_failed_never_lets_the_next_resolve_be_skipped(fake, tmp_path, monkeypatch):
+    """After a resolve recorded, the alert comes back with its old startsAt and is sent, but its record fails: the
+    ledger still says "resolved, this episode", and the next resolve must not be skipped as a copy of that one."""
+    a = replica(fake, tmp_path / "a")
+    send(a, notification("firing", T0))
+    send(a, notification("resolved", T0))
+    with monkeypatch.context() as patch:
+        failing_writes(patch, a)
+        assert send(a, notification("firing", T0)).json["accepted"] == 1
+    assert open_keys(fake) == {KEY}
+    answer = send(a, notification("resolved", T0)).json
+    assert answer["accepted"] == 1 and "unchanged" not in answer
+    assert open_keys(fake) == set()
+
+
 def wait_until(predicate, what, timeout=5.0):
     deadline = time.monotonic() + timeout
     while not predicate():

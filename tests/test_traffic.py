@@ -36,6 +36,7 @@ from adapter.traffic import (
     grant,
     key_id,
     ordered,
+    refresh_due,
 )
 
 from .conftest import API_URL, BASE_ENV, INTEGRATION_KEY, SECRET, sent_bodies
@@ -453,3 +454,45 @@ def test_a_postgresql_ledger_is_read_from_the_first_webhook_on(make_app, alert24
     again = send(app, group(alert("db-1")))
     assert again.status_code == 200 and again.json["unchanged"] == 1 and len(alert24.calls) == 1
     assert sample(app, "alert24_adapter_ledger_errors_total") == 0
+
+
+@pytest.mark.parametrize(
+    "known, expected",
+    [
+        pytest.param(None, True, id="nothing-known-writes"),
+        pytest.param(Known(NOW - 100, "warning", last_seen=None), True, id="never-seen-writes"),
+        pytest.param(Known(NOW - 100, "warning", last_seen=NOW - 10), False, id="seen-10s-ago-no-write"),
+        pytest.param(Known(NOW - 100, "warning", last_seen=NOW - 60), True, id="seen-a-share-of-the-grace-ago"),
+        pytest.param(Known(NOW - 100, "warning", last_seen=NOW - 1, absent=True), True, id="absent-writes-at-once"),
+    ],
+)
+def test_a_skipped_trigger_writes_its_row_only_when_that_tells_the_reconciler_something(known, expected):
+    assert refresh_due(known, NOW, 60.0) is expected
+
+
+def test_resends_of_an_unchanged_group_write_nothing_until_their_refresh_is_due(make_app, tmp_path, monkeypatch):
+    """A group resent as it was costs the ledger one read: no write while its rows are fresh; an incident the
+    reconciler counts absent is written at once (the write wins over a pass about to resolve it)."""
+    app = make_app()
+    ledger = app.extensions["alert24_adapter"].forwarder.ledger
+    writes = []
+    real = ledger._run
+
+    def counting(work, write=True, deadline=None):
+        writes.append(write)
+        return real(work, write, deadline)
+
+    monkeypatch.setattr(ledger, "_run", counting)
+    body = group(alert("db-1"), alert("db-2"))
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, API_URL, json={"status": "success"}, status=202)
+        assert send(app, body).json["accepted"] == 2
+        writes.clear()
+        for _ in range(3):
+            assert send(app, body).json["unchanged"] == 2
+        assert writes == [False, False, False], "one read a webhook, no write"
+        ledger.note_absence([ledger.entries()[0].key], [], time.time())
+        writes.clear()
+        assert send(app, body).json["unchanged"] == 2
+        assert writes == [False, True]
+        assert all(e.absent_since is None for e in ledger.entries())

@@ -489,6 +489,22 @@ def test_body_read_timeout_bounds_the_whole_body(piece, gap, arrives):
     assert bounds == sorted(bounds, reverse=True) and 0 < bounds[-1] <= bounds[0] == 1.0
 
 
+def test_a_body_cut_off_at_the_deadline_is_a_timeout_not_a_short_body():
+    """Under gthread the read side is shut at the deadline: the read ends short, with no error, and that is a 408."""
+    clock = Clock()
+    deadline = clock() + 1.0
+
+    class Shut(Trickle):
+        """A read still waiting at the deadline comes back empty: the read side was shut under it."""
+
+        def read(self, size: int = -1) -> bytes:
+            out = super().read(size)
+            return b"" if self.clock.now >= deadline else out
+
+    with pytest.raises(TimeoutError):
+        views.read_within(Shut(BODY, len(BODY) // 2, 0.6, clock), deadline, clock)
+
+
 @pytest.mark.parametrize("env_overrides", [{"BODY_READ_TIMEOUT": "1"}])
 def test_a_body_trickling_in_past_body_read_timeout_is_408_and_forwards_nothing(
     client, alert24, monkeypatch, capsys, env_overrides
