@@ -99,9 +99,12 @@ MIGRATIONS = (
         "ALTER TABLE alert24_adapter_accepted ADD COLUMN doubted_at DOUBLE PRECISION",
     ),
 )
-# How long the record of an accepted event is kept (the app sets RESEND_INTERVAL's), and how often each writing
-# process drops old ones and (SQLite) copies the write-ahead log back.
-ACCEPTED_RETENTION, HOUSEKEEPING_EVERY = 86400.0, 60.0
+# How long the record of an accepted event is kept (the app sets RESEND_INTERVAL's), how often each writing process
+# drops old ones, and how often it copies SQLite's write-ahead log back.
+ACCEPTED_RETENTION, HOUSEKEEPING_EVERY, CHECKPOINT_EVERY = 86400.0, 60.0, 1.0
+# So many commits of a process wake its housekeeping to copy SQLite's write-ahead log back at once: a few pages each,
+# about SQLite's own threshold of 1000 pages.
+CHECKPOINT_COMMITS = 250
 
 
 # The columns of an Entry, in its fields' order.
@@ -168,6 +171,7 @@ class Ledger:
         self.accepted_retention = ACCEPTED_RETENTION
         self._housekeeper = 0  # the pid of the process whose housekeeping runs
         self._closed = threading.Event()
+        self._wake = threading.Event()  # set to have the housekeeping checkpoint now
 
     # -- what the stores provide ------------------------------------------------------------------
 
@@ -294,8 +298,9 @@ class Ledger:
         """Copy the write-ahead log back, where the store keeps one of its own."""
 
     def _keep_house(self) -> None:
-        """Start this process's housekeeping (housekeep() every HOUSEKEEPING_EVERY) the first time it writes: in
-        the worker, never before a fork; it ends with close()."""
+        """Start this process's housekeeping the first time it writes (in the worker, never before a fork; it ends
+        with close()): housekeep() every HOUSEKEEPING_EVERY, and between, a checkpoint every CHECKPOINT_EVERY, which
+        keeps the write-ahead log, and so every read, short."""
         if self._housekeeper == os.getpid():
             return
         with self._lock:
@@ -306,9 +311,18 @@ class Ledger:
         threading.Thread(target=self._housekeeping, args=(self._closed,), name="alert24-ledger", daemon=True).start()
 
     def _housekeeping(self, closed: threading.Event) -> None:
-        while not closed.wait(HOUSEKEEPING_EVERY):
+        pruned = time.monotonic()
+        while True:
+            self._wake.wait(CHECKPOINT_EVERY)
+            self._wake.clear()
+            if closed.is_set():
+                return
             try:
-                self.housekeep(time.time())
+                if time.monotonic() - pruned >= HOUSEKEEPING_EVERY:
+                    pruned = time.monotonic()
+                    self.housekeep(time.time())
+                else:
+                    self._checkpoint()
             except LedgerError as exc:
                 log.warning("ledger housekeeping failed; it is tried again later", extra={"error": exc.message})
 
@@ -667,6 +681,7 @@ class SqliteLedger(Ledger):
         # that wait for another process's lock.
         self._conns: dict[bool, sqlite3.Connection] = {}
         self._read_lock = threading.Lock()
+        self._commits = 0
         self._pid = 0
         self._lock_file: int | None = None
 
@@ -700,6 +715,9 @@ class SqliteLedger(Ledger):
         except BaseException:
             conn.rollback()
             raise
+        self._commits += 1
+        if self._commits % CHECKPOINT_COMMITS == 0:
+            self._wake.set()  # the housekeeping copies the write-ahead log back now, off this webhook's path
 
     def _connect(self, write: bool) -> sqlite3.Connection:
         # Imported here, like psycopg: a service without a ledger does not load the driver.
@@ -751,6 +769,7 @@ class SqliteLedger(Ledger):
 
     def close(self) -> None:
         self._closed.set()
+        self._wake.set()
         if self._pid == os.getpid():
             for conn in self._conns.values():
                 conn.close()
@@ -876,6 +895,7 @@ class PostgresLedger(Ledger):
 
     def close(self) -> None:
         self._closed.set()
+        self._wake.set()
         if self._conn is not None and self._pid == os.getpid():
             self._conn.close()
         self._conn = None

@@ -92,6 +92,7 @@ def sweep(postgres_url: str | None = None, sizes=SIZES, webhooks: int = 1500, ro
                 ledger.setup()
                 now = time.time()
                 _prefill(ledger, size, now)
+                ledger.housekeep(now)  # as each process does every minute: the prefill is no longer in the WAL
                 pid = ledger._run(lambda cur: cur.execute("SELECT pg_backend_pid()").fetchone()[0]) if url else None
                 rng, fresh = random.Random(size), 0
                 per_round = []
