@@ -143,7 +143,7 @@ class Forwarder:
         self.client = client
         # RESEND_INTERVAL (0: every event is sent) and ALERT24_RATE_LIMIT (0: no budget); a reload sets them anew.
         self.resend_interval, self.rate_limit = resend_interval, rate_limit
-        # How often a skipped trigger writes its incident's row at the most: refresh_share(RECONCILE_GRACE).
+        # How often a skipped trigger writes its incident's row at the most: refresh_every(RECONCILE_GRACE).
         self.refresh_every = refresh_every
         self.budget = traffic.LocalBudget()
         # Keys whose resolve may have reached Alert24 without the ledger knowing (see _doubt_ahead), and when
