@@ -826,6 +826,9 @@ class PostgresLedger(Ledger):
             connect_timeout=int(TIMEOUT_SECONDS),
             options=f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}",
             application_name="alert24-adapter",
+            # Each statement planned with its own values: a generic plan, made once the ledger's tables were small,
+            # can keep scanning a route's every row for its dedup keys as the tables grow (make bench, ledger sweep).
+            prepare_threshold=None,
             tcp_user_timeout=TCP_USER_TIMEOUT_MS,
             keepalives=1,
             keepalives_idle=KEEPALIVES_IDLE,

@@ -731,3 +731,15 @@ def test_every_query_of_a_webhook_is_served_by_an_index(tmp_path, sql, params):
         ledger.close()
     details = [row[-1] for row in plan]
     assert details and all(d.startswith("SEARCH") and "INDEX" in d for d in details), details
+
+
+def test_postgresql_plans_each_statement_with_its_own_values(postgres_url):
+    """No server-side prepared statements: their generic plans, made while the tables were small, went on scanning a
+    route's every row for its dedup keys as the ledger grew (make bench, ledger sweep)."""
+    ledger = open_ledger(postgres_url, "test ledger")
+    conn = ledger._connect()
+    try:
+        assert conn.prepare_threshold is None
+    finally:
+        conn.close()
+        ledger.close()
