@@ -3,6 +3,7 @@ their own, a resolve whose record the ledger refused, one alert on two REST rout
 and a REST account whose open list is long and slow. Only Alert24 is a local fake."""
 
 import json
+import time
 import urllib.request
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from ..fake_alert24 import FakeAlert24
 from ..test_skips import KEY, T0, T1, held, notification, open_keys
 from .conftest import BEARER, SECRET
-from .harness import Alertmanager, post_alerts, wait_until
+from .harness import Alertmanager, post_alerts, rfc3339, wait_until
 
 DISK = ("alertname=DiskFull", "severity=critical", "instance=db-1", "job=node")
 
@@ -101,8 +102,11 @@ def test_a_budget_smaller_than_the_group_pages_every_alert(procs, fake, start_ad
     goes to three alerts, the next minute's to the two left out, not to the same three again."""
     adapter = start_adapter(ALERT24_RATE_LIMIT="3", RESEND_INTERVAL="0")
     am = Alertmanager(procs, f"{adapter.url}/alertmanager", http_config=BEARER)
+    # Starting now: a startsAt older than group_wait makes Alertmanager flush the new group with its first alert alone.
+    started = rfc3339(time.time())
     alerts = [
-        {"labels": {"alertname": "DiskFull", "instance": f"db-{i}", "job": "node"}, "startsAt": T0} for i in range(5)
+        {"labels": {"alertname": "DiskFull", "instance": f"db-{i}", "job": "node"}, "startsAt": started}
+        for i in range(5)
     ]
     post_alerts(am.url, alerts)
     adapter.wait_webhook(lambda w: w["status"] == 503 and w.get("deferred") == 2, 30, "the 503 for the rest")

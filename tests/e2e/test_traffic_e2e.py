@@ -7,14 +7,14 @@ from ..postgres import Postgres
 from .conftest import BEARER
 from .harness import Alertmanager, Listener, post_alerts, rfc3339, wait_until
 
-# One firing episode for every alert of the module, as Prometheus gives both members of an HA pair the same startsAt.
-STARTED = rfc3339(time.time() - 600)
-
 
 def disk(i: int, **extra) -> dict:
-    """One alert of the DiskFull group (group_by alertname), on its own instance."""
+    """One alert of the DiskFull group (group_by alertname), on its own instance, its firing episode starting now: as
+    Prometheus does, one alert posted to both members of an HA pair carries one startsAt. (A startsAt older than
+    group_wait would make Alertmanager flush the new group with its first alert alone.)"""
     labels = {"alertname": "DiskFull", "severity": "warning", "instance": f"db-{i}:9100", "job": "node"}
-    return {"labels": labels, "annotations": {"summary": f"disk full on db-{i}"}, "startsAt": STARTED, **extra}
+    summary = {"summary": f"disk full on db-{i}"}
+    return {"labels": labels, "annotations": summary, "startsAt": rfc3339(time.time()), **extra}
 
 
 def accepted(fake, action=None):
