@@ -239,8 +239,9 @@ def render(args) -> int:
 def _render_rest(config, route: str, planned, as_json: bool) -> None:
     """The requests of the rest format each event becomes now, from what the ledger holds of its key (rest.step)."""
     events = planned.events
-    records = _rest_records(config, route, events)
-    known = _known(config, route, events)
+    keys = [e.dedup_key for e in events]
+    read = _from_ledger(config, events, lambda ledger: ledger.state(route, keys, rest=True), "each key is shown as new")
+    known, records = read or ({}, {})
     now, at = time.time(), datetime.now(timezone.utc)
     for alert, rule in planned.dropped:
         if as_json:
@@ -289,36 +290,30 @@ def _rest_calls(todo: rest.Step, event, api_url: str, route: str, at: datetime) 
     return []
 
 
-def _from_ledger(config, events, read, otherwise: str) -> dict:
-    """read(ledger) for a render; nothing without a ledger, or where reading would create its file (a render
-    changes nothing), or when it cannot be read (`otherwise` says what that means)."""
+def _from_ledger(config, events, read, otherwise: str):
+    """read(ledger) for a render; None without a ledger, or where reading would create its file (a render changes
+    nothing), or when it cannot be read (`otherwise` says what that means)."""
     from .ledger import open_ledger
 
     if not events or not config.ledger_on:
-        return {}
+        return None
     path = urlsplit(config.ledger_url).path if config.ledger_url.startswith("sqlite:") else None
     if path is not None and not os.path.exists(path):
-        return {}
+        return None
     ledger = open_ledger(config.ledger_url, config.ledger_display())
     try:
         return read(ledger)
     except LedgerError as exc:
         print(f"alert24-adapter: ledger not read, so {otherwise}: {exc.message}", file=sys.stderr)
-        return {}
+        return None
     finally:
         ledger.close()
-
-
-def _rest_records(config, route: str, events) -> dict:
-    """What the ledger holds of the events' keys in the rest format (rest.Record)."""
-    keys = [e.dedup_key for e in events]
-    return _from_ledger(config, events, lambda ledger: ledger.rest_records(route, keys), "each key is shown as new")
 
 
 def _known(config, route: str, events) -> dict:
     """What the ledger knows of the events' keys (traffic.Known)."""
     keys = [e.dedup_key for e in events]
-    return _from_ledger(config, events, lambda ledger: ledger.known(route, keys), "every event would be sent")
+    return _from_ledger(config, events, lambda ledger: ledger.known(route, keys), "every event would be sent") or {}
 
 
 def _decisions(config, route: str, events) -> dict[str, dict]:
