@@ -7,7 +7,6 @@ import contextlib
 import json
 import sqlite3
 import time
-import types
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -113,11 +112,8 @@ def held(path):
 def failing_writes(monkeypatch, app):
     """Every ledger write of this replica fails, as on a store that cannot be written."""
 
-    def fail(*args, **kwargs):
-        raise LedgerError("the ledger (test) failed: disk I/O error")
-
     for name in WRITES:
-        monkeypatch.setattr(ledger_of(app), name, fail)
+        monkeypatch.setattr(ledger_of(app), name, _fail)
 
 
 # -- 1. a resolve the deciding ledger did not see --------------------------------------------------------------
@@ -168,8 +164,8 @@ def test_a_resolve_whose_record_failed_leaves_its_key_in_doubt(fake, tmp_path, m
             assert send(a, notification("resolved", T0)).status_code == 200
     else:
         with monkeypatch.context() as patch:
-            patch.setattr(ledger_of(a), "record", types.MethodType(lambda *args, **kw: _fail(), ledger_of(a)))
-            patch.setattr(ledger_of(a), "rest_forget", types.MethodType(lambda *args, **kw: _fail(), ledger_of(a)))
+            patch.setattr(ledger_of(a), "record", _fail)
+            patch.setattr(ledger_of(a), "rest_forget", _fail)
             assert send(a, notification("resolved", T0)).status_code == 200
     assert open_keys(fake) == set()
     # Written ahead of the resolve, or, where the ledger refused that too, by the worker as soon as the ledger takes
@@ -206,7 +202,7 @@ def wait_until(predicate, what, timeout=5.0):
         time.sleep(0.05)
 
 
-def _fail():
+def _fail(*args, **kwargs):
     raise LedgerError("the ledger (test) failed: disk I/O error")
 
 
