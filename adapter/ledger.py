@@ -282,7 +282,7 @@ class Ledger:
 
         self._run(work, deadline=deadline)
 
-    def housekeep(self, now: float) -> None:
+    def housekeep(self, now: float, unless: threading.Event | None = None) -> None:
         """Drop the accepted events past their retention and the budget's sends past its window; then (SQLite) copy
         the write-ahead log back into the file. Never on a webhook's path: see _keep_house."""
 
@@ -291,11 +291,11 @@ class Ledger:
             cur.execute(self._sql("DELETE FROM alert24_adapter_accepted WHERE accepted_at < ?"), (old,))
             cur.execute(self._sql("DELETE FROM alert24_adapter_budget WHERE sent_at <= ?"), (now - WINDOW - MARGIN,))
 
-        self._run(work)
-        self._checkpoint()
+        self._run(work, unless=unless)
+        self._checkpoint(unless)
 
-    def _checkpoint(self) -> None:
-        """Copy the write-ahead log back, where the store keeps one of its own."""
+    def _checkpoint(self, unless: threading.Event | None = None) -> None:
+        """Copy the write-ahead log back, where the store keeps one of its own (not once `unless` is set)."""
 
     def _keep_house(self) -> None:
         """Start this process's housekeeping the first time it writes (in the worker, never before a fork; it ends
@@ -320,9 +320,9 @@ class Ledger:
             try:
                 if time.monotonic() - pruned >= HOUSEKEEPING_EVERY:
                     pruned = time.monotonic()
-                    self.housekeep(time.time())
+                    self.housekeep(time.time(), closed)
                 else:
-                    self._checkpoint()
+                    self._checkpoint(closed)
             except LedgerError as exc:
                 log.warning("ledger housekeeping failed; it is tried again later", extra={"error": exc.message})
 
@@ -635,8 +635,9 @@ class Ledger:
         with self._connection(write, deadline) as cur:
             return work(cur)
 
-    def _run(self, work: Callable, write: bool = True, deadline: float | None = None):
-        """work(cursor) in one transaction (a read takes no write lock), its result returned.
+    def _run(self, work: Callable, write: bool = True, deadline: float | None = None, unless=None):
+        """work(cursor) in one transaction (a read takes no write lock), its result returned; nothing is done, and
+        None returned, when the event `unless` is set once the lock is held (the housekeeping of a closed ledger).
 
         A store locked by another writer is waited for and tried again until the deadline (time.monotonic;
         at most TIMEOUT_SECONDS from now), then this call alone fails. Any other error is an outage: the
@@ -651,6 +652,8 @@ class Ledger:
             raise LedgerError(f"the ledger ({self.display}) is busy: this process's other ledger work took the time")
         pause = RETRY_PAUSE
         try:
+            if unless is not None and unless.is_set():
+                return None
             while True:
                 try:
                     return self._transaction(work, write, deadline)
@@ -757,11 +760,13 @@ class SqliteLedger(Ledger):
         self._lock_file = fd
         return True
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, unless: threading.Event | None = None) -> None:
         import sqlite3
 
         # PASSIVE: copies what no reader still needs, and never waits for a reader or a writer.
         with self._lock:
+            if unless is not None and unless.is_set():
+                return  # closed meanwhile: its connections are gone, and none is opened again
             try:
                 self._connect(True).execute("PRAGMA wal_checkpoint(PASSIVE)")
             except (sqlite3.Error, OSError) as exc:
@@ -770,10 +775,12 @@ class SqliteLedger(Ledger):
     def close(self) -> None:
         self._closed.set()
         self._wake.set()
-        if self._pid == os.getpid():
-            for conn in self._conns.values():
-                conn.close()
-        self._conns = {}
+        # Under both locks: the housekeeping thread's work in flight ends before a connection closes under it.
+        with self._lock, self._read_lock:
+            if self._pid == os.getpid():
+                for conn in self._conns.values():
+                    conn.close()
+            self._conns = {}
         if self._lock_file is not None:
             os.close(self._lock_file)
             self._lock_file = None
@@ -899,9 +906,10 @@ class PostgresLedger(Ledger):
     def close(self) -> None:
         self._closed.set()
         self._wake.set()
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
-        self._conn = None
+        with self._lock:  # the housekeeping thread's work in flight ends first
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
         if self._leader is not None:
             self._leader.close()
             self._leader = None

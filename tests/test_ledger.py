@@ -743,3 +743,15 @@ def test_postgresql_plans_each_statement_with_its_own_values(postgres_url):
     finally:
         conn.close()
         ledger.close()
+
+
+def test_the_housekeeping_of_a_closed_ledger_touches_no_connection(tmp_path):
+    """close() waits for the housekeeping's work in flight (a checkpoint on a connection being closed crashed the
+    process), and housekeeping that comes after it does nothing: no connection is used, none opened again."""
+    ledger = open_ledger(f"sqlite://{tmp_path}/ledger.db")
+    ledger.setup()
+    ledger.record("", [event("a")], 1000.0)
+    ledger.close()
+    ledger.housekeep(2000.0, ledger._closed)
+    ledger._checkpoint(ledger._closed)
+    assert ledger._conns == {}
