@@ -23,8 +23,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from adapter import mapping
 from adapter.alertmanager import fingerprint
-from adapter.config import Config
+from adapter.config import LEDGER_FILE, Config
 from bench import ledger_cost, openloop, traffic, transports
 from tests.e2e.harness import Processes, binary, free_port, http_ok, wait_until
 from tests.fake_alert24 import FakeAlert24
@@ -44,14 +45,16 @@ WIRE = (("new-1", 1, 1), ("new-10", 10, 10), ("resend-10", 10, 1))
 WIRE_GOALS = {"new-1": 1.0, "new-10": 1.3, "resend-10": 3.0}
 
 
-def payload(alerts: int, tag: str = "bench", new: int = 0) -> bytes:
+def payload(alerts: int, tag: str = "bench", new: int = 0, known: int = 0) -> bytes:
     """A webhook with `alerts` distinct firing alerts, shaped like Alertmanager's. The last `new` of them are new
-    in each request: their instance and fingerprint hold @SEQ@, which bench/post.lua fills in per request."""
+    in each request: their instance and fingerprint hold @SEQ@, which bench/post.lua fills in per request; the first
+    `known` have the fingerprint @KNOWN@, which it fills with keys pre-filled in a ledger."""
     items = []
     for i in range(alerts):
         host = f"host-@SEQ@-{i}" if i >= alerts - new else f"host-{i}"
         labels = {"alertname": "BenchAlert", "instance": f"{host}:9100", "job": "node", "severity": "warning"}
         fp = f"@SEQ@{i:04x}" if i >= alerts - new else fingerprint({**labels, "tag": tag})
+        fp = "@KNOWN@" if i < known else fp
         items.append(
             {
                 "status": "firing",
@@ -254,7 +257,7 @@ http {{
 SEEDS = itertools.count(1)
 
 
-def wrk(url: str, body: Path, seconds: float, connections: int) -> dict[str, int]:
+def wrk(url: str, body: Path, seconds: float, connections: int, env: dict[str, str] | None = None) -> dict[str, int]:
     """One wrk run; a template body (payload(new=...)) gets numbers no other run of this benchmark uses."""
     exe = binary("wrk")
     out = subprocess.run(
@@ -269,7 +272,13 @@ def wrk(url: str, body: Path, seconds: float, connections: int) -> dict[str, int
             str(ROOT / "bench" / "post.lua"),
             url,
         ],
-        env={**os.environ, "BENCH_BODY": str(body), "BENCH_SECRET": SECRET, "BENCH_SEED": str(next(SEEDS) * 10**9)},
+        env={
+            **os.environ,
+            "BENCH_BODY": str(body),
+            "BENCH_SECRET": SECRET,
+            "BENCH_SEED": str(next(SEEDS) * 10**9),
+            **(env or {}),
+        },
         capture_output=True,
         text=True,
         timeout=seconds + 30,
@@ -329,12 +338,14 @@ def delivered(server: Gunicorn) -> int:
     return 0
 
 
-def saturate(server: Gunicorn, fake: InstantAlert24, body: Path, alerts: int, seconds: float, conns: int) -> dict:
-    """Load a server flat out with wrk; CPU per webhook, rate and validity."""
+def saturate(
+    server: Gunicorn, fake: InstantAlert24, body: Path, alerts: int, seconds: float, conns: int, env=None
+) -> dict:
+    """Load a server flat out with wrk (`env`: for bench/post.lua); CPU per webhook, rate and validity."""
     delivered_before = delivered(server) if server.is_adapter else 0
     fake_before, cpu_before, fake_cpu_before = fake.count(), cpu_seconds(server.pid), cpu_seconds(fake.pid)
     started = time.monotonic()
-    result = wrk(f"{server.url}/alertmanager", body, seconds, conns)
+    result = wrk(f"{server.url}/alertmanager", body, seconds, conns, env)
     elapsed = time.monotonic() - started
     cpu = cpu_seconds(server.pid) - cpu_before
     fake_cpu = cpu_seconds(fake.pid) - fake_cpu_before
@@ -426,7 +437,7 @@ def main(argv=None) -> int:
     if only is not None:
         try:
             if "ledger-sweep" in only:
-                results["ledger_sweep"] = ledger_sweep()
+                results["ledger_sweep"] = ledger_sweep() + adapter_sweep(procs, workdir, args)
             if "wire" in only:
                 wire_loads(procs, workdir, args, results)
                 storm_loads(procs, workdir, args, results)
@@ -467,7 +478,7 @@ def main(argv=None) -> int:
         print("transports …", flush=True)
         results["transport_cpu_us_per_call"] = transports.measure(fake.url)
         results["ledger_cpu_us_per_write"] = ledger_cost.measure()
-        results["ledger_sweep"] = ledger_sweep()
+        results["ledger_sweep"] = ledger_sweep() + adapter_sweep(procs, workdir, args)
 
         runs: dict[str, list[dict]] = {"adapter-1": [], "bare-1": [], "node-1": [], "adapter-10": [], "ledger-1": []}
         for r in range(args.rounds):
@@ -803,11 +814,40 @@ def ledger_sweep() -> list[dict]:
         server.stop()
 
 
+def adapter_sweep(procs: Processes, workdir: Path, args) -> list[dict]:
+    """The same sweep through the whole adapter at its default settings (SQLite under STATE_DIRECTORY): its CPU
+    per event, with the ledger pre-filled with 1k, 100k and 1M open keys, for webhooks of a group of 10 whose 9
+    alerts are pre-filled keys (skipped: Alert24 holds them) and 1 new."""
+    fake = InstantAlert24(procs, "sweep-alert24")
+    body = workdir / "sweep.json"
+    body.write_bytes(payload(10, tag="sweep", new=1, known=9))
+    episode = mapping.episode([json.loads(body.read_text())["alerts"][0]["startsAt"]])
+    out = []
+    for size in ledger_cost.SIZES:
+        state = workdir / f"sweep-{size}"
+        ledger_cost.prefill_file(state / LEDGER_FILE, size, episode)
+        env = {"ALERT24_INTEGRATION_KEY": "bench-key", "ALERT24_API_URL": fake.url, "STATE_DIRECTORY": str(state)}
+        server = Gunicorn(procs, f"sweep-adapter-{size}", "wsgi:app", env)
+        keys = {"BENCH_KNOWN": str(size), "BENCH_STRIPES": "9"}
+        wrk(f"{server.url}/alertmanager", body, 2, args.connections, keys)
+        runs = [saturate(server, fake, body, 10, args.seconds, args.connections, keys) for _ in range(args.rounds)]
+        server.process.stop()
+        for run in runs:
+            assert run["non2xx"] == 0 and run["errors"] == 0, "adapter sweep: non-2xx answers"
+            # Only the new alert of each webhook reaches Alert24: the pre-filled ones are proven held (give or take
+            # the webhooks still in flight when either count was read).
+            assert abs(run["events"] - run["delivered"]) <= args.connections, "adapter sweep: calls"
+        per_event = [1000 * run["cpu_ms_per_webhook"] / 10 for run in runs]
+        out.append({"store": "adapter, SQLite", "size": size, "cpu_us_per_event": per_event})
+        print(f"  adapter {size:>9,} open keys: {' '.join(f'{x:.1f}' for x in per_event)} µs/event", flush=True)
+    return out
+
+
 def report_sweep(r: dict) -> None:
     """The ledger sweep's table, when it ran: CPU per event by ledger size, each round, and against 1k keys."""
     if "ledger_sweep" not in r:
         return
-    print("\n| ledger (one read and one write per webhook of 10, 9 unchanged) | open keys | CPU µs per event, by round "
+    print("\n| ledger (webhooks of 10 alerts, 9 of them held by Alert24) | open keys | CPU µs per event, by round "
           "| median vs 1k keys | last round vs first |")  # fmt: skip
     print("|---|---|---|---|---|")
     sweep = r["ledger_sweep"]
