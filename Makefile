@@ -48,6 +48,7 @@ lint: $(STAMP)
 	$(BIN)/uv pip compile --quiet --no-deps --no-header --no-annotate --extra postgresql setup.cfg -o $(VENV)/direct.txt
 	$(BIN)/deptry . --requirements-files $(VENV)/direct.txt
 	$(BIN)/hadolint Containerfile
+	$(BIN)/yamllint --strict deploy/ .yamllint
 
 ## Refresh requirements.txt from setup.cfg (keeps current pins where they still fit; `make lock UPGRADE=1` upgrades).
 lock: $(STAMP)
