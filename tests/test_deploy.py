@@ -220,6 +220,12 @@ def unit_settings():
         ("User", "alert24"),
         ("EnvironmentFile", "/etc/alert24-adapter/alert24-adapter.env"),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("SystemCallErrorNumber", "EPERM"),
+        ("PrivateUsers", "yes"),
+        ("ProcSubset", "pid"),
+        ("ProtectProc", "invisible"),
+        ("RemoveIPC", "yes"),
+        ("CapabilityBoundingSet", ""),
     ],
 )
 def test_systemd_unit_settings(key, value):
@@ -305,3 +311,132 @@ def test_the_ledger_has_a_writable_home_in_the_pod(k8s, container):
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in k8s["Deployment"]["spec"]["template"]["spec"]["volumes"]}
     assert state in mounts and "emptyDir" in volumes[mounts[state]]
+
+
+def test_systemd_open_files_fit_a_worker_at_its_bounds():
+    """systemd's default soft limit (1,024) is below what one gevent worker may hold: its webhooks and its calls."""
+    worker_connections = 1000  # adapter/gunicorn_conf.py: GUNICORN_WORKER_CONNECTIONS's default
+    [limit] = unit_settings()["LimitNOFILE"]
+    assert int(limit) >= worker_connections + Config().max_in_flight + 64
+
+
+def install_block() -> list[str]:
+    """The install commands in the unit's leading comments."""
+    lines = []
+    for line in UNIT.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if line.startswith("#   "):
+            lines.append(line[4:])
+    return lines
+
+
+def test_systemd_install_block_runs(tmp_path):
+    """The file-placing steps of the install block, run under a scratch root: each `install` has one destination,
+    the credentials directory exists before a secret is written into it, and the secret is readable by root alone."""
+    block = install_block()
+    assert not any("{" in line for line in block), "a brace expands to several destinations"
+    runnable = [
+        line for line in block if line.startswith("install ") or (line.startswith("(umask 077;") and "openssl" in line)
+    ]
+    assert len(runnable) == 5, runnable
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not on this machine")
+    root = tmp_path / "root"
+    (root / "etc" / "systemd" / "system").mkdir(parents=True)
+    for line in runnable:
+        command = line.replace(" /etc/", f" {root}/etc/").replace(" > /etc/", f" > {root}/etc/")
+        assert str(root) in command, command
+        result = subprocess.run(["bash", "-ec", command], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, f"{line}\n{result.stderr}"
+    etc = root / "etc" / "alert24-adapter"
+    assert (etc / "credentials").stat().st_mode & 0o777 == 0o700
+    secret = etc / "credentials" / "shared-secret"
+    assert secret.stat().st_mode & 0o777 == 0o600 and re.fullmatch(r"[0-9a-f]{64}\n", secret.read_text())
+    assert (etc / "alert24-adapter.env").read_text() == (DEPLOY / "systemd" / "alert24-adapter.env").read_text()
+    assert (root / "etc" / "systemd" / "system" / "alert24-adapter.service").read_text() == UNIT.read_text()
+    # The paths the unit reads are the paths the block writes.
+    settings = unit_settings()
+    written = {"/etc/alert24-adapter/credentials/shared-secret", "/etc/alert24-adapter/credentials/integration-key"}
+    assert {c.split(":", 1)[1] for c in settings["LoadCredential"]} == written
+    assert any("credentials/integration-key" in line for line in block)
+
+
+def test_systemd_analyze_security_rates_the_unit_well(tmp_path):
+    exe = shutil.which("systemd-analyze")
+    if not exe:
+        pytest.skip("systemd-analyze is not on this machine")
+    unit = tmp_path / "alert24-adapter.service"
+    unit.write_text(UNIT.read_text().replace("/opt/alert24-adapter/bin/alert24-adapter", shutil.which("true")))
+    result = subprocess.run(
+        [exe, "security", "--offline=yes", "--no-pager", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    if "--offline" in result.stderr:
+        pytest.skip("this systemd-analyze cannot rate a unit file offline")
+    exposure = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert exposure and float(exposure.group(1)) <= 2.0, result.stdout[-2000:] + result.stderr
+
+
+def nginx_site() -> str:
+    return (DEPLOY / "nginx" / "alert24-adapter.conf").read_text()
+
+
+def test_nginx_follows_mozillas_intermediate_tls_profile():
+    site = nginx_site()
+
+    def directive(name):
+        [value] = re.findall(rf"^\s*{name}\s+([^;]+);", site, re.M)
+        return value
+
+    assert directive("ssl_protocols").split() == ["TLSv1.2", "TLSv1.3"]
+    ciphers = directive("ssl_ciphers").split(":")
+    assert ciphers and all(c.startswith("ECDHE-") and ("GCM" in c or "CHACHA20-POLY1305" in c) for c in ciphers)
+    assert directive("ssl_prefer_server_ciphers") == "off"
+    assert directive("ssl_session_tickets") == "off"
+    assert directive("server_tokens") == "off"
+
+
+def test_nginx_logs_the_request_id_it_passes_on():
+    site = nginx_site()
+    [(variable, cases)] = re.findall(r"map \$http_x_request_id \$(\w+) \{(.*?)\n\}", site, re.S)
+    [(name, log_format)] = re.findall(r"^log_format (\w+) ((?:'[^']*'\s*)+);", site, re.M)
+    assert f"${variable}" in log_format
+    assert re.search(rf"^\s*access_log \S+ {name};", site, re.M)
+    assert re.search(rf"^\s*proxy_set_header X-Request-Id \${variable};", site, re.M)
+    # A client's id goes on only where the adapter would keep it too; otherwise nginx's own $request_id.
+    [pattern] = re.findall(r'"~(\^[^"]+\$)" \$http_x_request_id;', cases)
+    assert re.search(r"default \$request_id;", cases)
+    from adapter.views import _REQUEST_ID
+
+    for candidate in ["abc-123", "a" * 128, "a" * 129, "x y", "id;drop", "trace/1+2=3:@._-", ""]:
+        assert bool(re.fullmatch(pattern.strip("^$"), candidate)) == bool(_REQUEST_ID.fullmatch(candidate)), candidate
+
+
+@pytest.mark.parametrize("path", ["/history", "/status"])
+def test_nginx_keeps_the_operators_pages_on_the_host(path):
+    """Proxied, but only to this host until someone adds their network above `deny all`."""
+    block = re.search(rf"location = {path} \{{([^}}]*)\}}", nginx_site())
+    rules = re.findall(r"^\s*(allow|deny)\s+([^;]+);", block.group(1), re.M)
+    assert rules == [("allow", "127.0.0.1"), ("allow", "::1"), ("deny", "all")]
+    assert "proxy_pass http://alert24_adapter;" in block.group(1)
+
+
+def test_containerfile_carries_oci_labels_that_match_the_package():
+    text = (ROOT / "Containerfile").read_text()
+    labels = dict(re.findall(r'org\.opencontainers\.image\.([a-z.]+)="([^"]*)"', text))
+    setup = (ROOT / "setup.cfg").read_text()
+    assert labels["title"] == "alert24-adapter"
+    assert labels["description"] == re.search(r"^description = (.+)$", setup, re.M).group(1)
+    assert labels["licenses"] == re.search(r"^license = (.+)$", setup, re.M).group(1) == "Apache-2.0"
+    assert labels["source"].startswith("https://") and labels["version"] == "${VERSION}"
+    from adapter.version import __version__
+
+    assert re.search(rf"^ARG VERSION={re.escape(__version__)}$", text, re.M), "the default is the package's version"
+    # podman's default OCI format has no HEALTHCHECK: the build line keeps the Docker format.
+    assert "--format docker" in text
+
+
+def test_the_license_is_the_apache_license():
+    text = (ROOT / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
