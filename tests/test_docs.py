@@ -232,6 +232,28 @@ def test_the_default_check_tells_right_from_wrong():
     assert not matches("`2h`", 3600.0) and not matches("`8`", 7.0) and not matches("`info`", "debug")
 
 
+def code_metrics() -> set[str]:
+    """Every metric family the adapter exports, as its source names them."""
+    source = (ROOT / "adapter" / "metrics.py").read_text()
+    prefix = re.search(r'^PREFIX = "([a-z0-9_]+)"', source, re.M).group(1)
+    return {f"{prefix}_{name}" for name in re.findall(r"\{PREFIX\}_([a-z0-9_]+)", source)}
+
+
+def test_every_metric_is_documented_and_every_documented_metric_exists():
+    """The metrics table of docs/operations.md names exactly the metrics the adapter exports."""
+    text = (DOCS / "operations.md").read_text()
+    table = {
+        cells[0].strip("`")
+        for line in text.splitlines()
+        if line.startswith("| `alert24_adapter_")
+        for cells in [_cells(line)]
+    }
+    exported = code_metrics()
+    assert len(exported) >= 20
+    assert exported - table == set(), "metrics without a row in docs/operations.md"
+    assert table - exported == set(), "rows in docs/operations.md for metrics the adapter does not export"
+
+
 # --- links and the README ----------------------------------------------------------------------------------
 
 
