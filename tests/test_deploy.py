@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adapter.config import Config
+from adapter.config import Config, from_env
 from adapter.errors import ConfigError
 
 from .conftest import make_config
@@ -440,3 +440,24 @@ def test_the_license_is_the_apache_license():
     text = (ROOT / "LICENSE").read_text()
     assert text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_systemd_environment_is_valid_adapter_configuration(tmp_path):
+    """The env file and the unit's Environment= lines, with the credentials systemd hands over, as the service
+    sees them: a valid configuration, with the ledger on in the state directory."""
+    env = {}
+    for line in (DEPLOY / "systemd" / "alert24-adapter.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            env[name] = value
+    for assignments in unit_settings()["Environment"]:
+        for assignment in assignments.split():
+            name, _, value = assignment.partition("=")
+            env[name] = value.replace("%d", str(tmp_path / "credentials")).replace("%t", str(tmp_path / "run"))
+    (tmp_path / "credentials").mkdir()
+    for credential in unit_settings()["LoadCredential"]:
+        (tmp_path / "credentials" / credential.split(":")[0]).write_text("a-real-looking-value-42\n")
+    env["STATE_DIRECTORY"] = str(tmp_path / "state")
+    config = from_env(env)
+    assert config.ledger_on and config.ledger_url == f"sqlite://{tmp_path}/state/ledger.db"
+    assert config.resend_interval > 0
