@@ -4,7 +4,7 @@ Starts everything on 127.0.0.1 — an instant fake Alert24 (nginx), slow ones (5
 under gunicorn with the shipped gunicorn.conf.py, the bare Flask ceiling and a sequential forwarder under
 the same settings, and the article's Node adapter (express + axios, installed from npm into bench/.cache)
 as a peer — loads them with wrk and an open-loop generator, checks that every answer was 2xx and every
-event arrived, and prints the table and the ratios for the targets in the README.
+event arrived, and prints the table and the ratios for the targets in docs/performance.md.
 """
 
 from __future__ import annotations
