@@ -24,7 +24,7 @@ from .heartbeat import Heartbeat
 from .ledger import Ledger
 from .mapping import Event, EventRules
 from .metrics import Metrics
-from .outcome import Outcome
+from .outcome import Outcome, per_event
 from .policy import Matcher
 from .recorder import Knowledge, Recorder, Trouble
 from .report import Report
@@ -205,7 +205,7 @@ class Forwarder:
         """The record stage: what Alert24 accepted, and the skipped triggers whose rows are due a refresh
         (traffic.refresh_due), written to the ledger by the deadline."""
         now, events, known = time.time(), hook.planned.events, knowledge.known
-        sent = reporting.per_event(outcomes)
+        sent = per_event(outcomes)
         accepted = [events[o.event] for o in sent if o.result == ACCEPTED]
         unchanged = [
             events[o.event]

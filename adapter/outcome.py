@@ -48,6 +48,7 @@ class Outcome:
     decided_at: float = 0.0
     accepted_at: float | None = None  # when Alert24 last accepted an event of this key, as the ledger knows
     accepted_action: str = ""  # and which: trigger | resolve
+    accepted_episode: str = ""  # and of which firing episode ("" when not recorded)
     open_since: float | None = None  # the ledger holds the key's incident open since
     in_doubt: bool = False  # a resolve of the key may have reached Alert24 unrecorded
     resume_at: float = 0.0  # DEFERRED: when Alert24 may be called again (0: not known)
@@ -63,3 +64,14 @@ class Outcome:
     @property
     def is_event(self) -> bool:
         return self.event >= 0
+
+
+def per_event(outcomes) -> list[Outcome]:
+    """One outcome per event (its first alert's: a group's alerts share theirs), in the order given."""
+    seen: set[int] = set()
+    out = []
+    for o in outcomes:
+        if o.is_event and o.event not in seen:
+            seen.add(o.event)
+            out.append(o)
+    return out

@@ -219,6 +219,24 @@ def dry_run(ctx: Context, planned: Planned, heartbeat: tuple[str, beats.Ping | N
     return out + dropped(ctx, planned) + heartbeats(ctx, planned, heartbeat)
 
 
+def preview(
+    ctx: Context,
+    planned: Planned,
+    choices: Sequence[traffic.Choice],
+    known: dict[str, traffic.Known] | None = None,
+) -> list[Outcome]:
+    """The outcomes a webhook would come to, computed without sending (`render`): what decide() chose for each event
+    and the facts behind it, with no answer from Alert24; the dropped and heartbeat alerts as a webhook gives them."""
+    known = known or {}
+    out: list[Outcome] = []
+    for i, (event, choice) in enumerate(zip(planned.events, choices, strict=True)):
+        decision = {traffic.SEND: SENT, traffic.SKIP: UNCHANGED, traffic.DEFER: DEFERRED}[choice.verdict]
+        facts = _event_facts(ctx, i, event, known.get(event.dedup_key))
+        out += [Outcome(fp, status, decision=decision, reason=choice.reason, **facts) for fp, status in _members(event)]
+    ping = (beats.DRY_RUN, None) if planned.beats else None
+    return out + dropped(ctx, planned) + heartbeats(ctx, planned, ping)
+
+
 def dropped(ctx: Context, planned: Planned) -> list[Outcome]:
     return [
         Outcome(
@@ -328,6 +346,7 @@ def _event_facts(ctx: Context, index: int, event: Event, known: traffic.Known | 
         facts.update(
             accepted_at=known.accepted_at,
             accepted_action=known.action,
+            accepted_episode=known.episode,
             open_since=known.open_since,
             in_doubt=known.doubt,
         )

@@ -18,7 +18,7 @@ from .alert24 import ACCEPTED, DEFERRED, FAILED, REJECTED, UNCHANGED
 from .errors import AdapterError, DeliveryDeferred, DeliveryFailed, DeliveryRejected
 from .mapping import Event
 from .metrics import Metrics
-from .outcome import DROPPED, HEARTBEAT, Outcome
+from .outcome import DROPPED, HEARTBEAT, Outcome, per_event
 from .recorder import BUDGET, DOUBT, LOOKUP, RECORD, Trouble
 
 log = logging.getLogger("alert24_adapter.forwarder")
@@ -92,16 +92,6 @@ class Report:
             out.update({ACCEPTED: results[ACCEPTED], REJECTED: results[REJECTED], FAILED: results[FAILED]})
             out.update({k: results[k] for k in (UNCHANGED, DEFERRED) if results[k]})
         return out
-
-
-def per_event(outcomes: tuple[Outcome, ...] | list[Outcome]) -> list[Outcome]:
-    seen: set[int] = set()
-    out = []
-    for o in outcomes:
-        if o.is_event and o.event not in seen:
-            seen.add(o.event)
-            out.append(o)
-    return out
 
 
 def conclude(outcomes: list[Outcome], resume_in: float) -> tuple[AdapterError | None, AdapterError | None]:

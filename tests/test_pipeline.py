@@ -306,3 +306,17 @@ def test_a_dry_run_decides_nothing_and_shows_everything():
 def test_an_outcome_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Outcome("fp", "firing", "default", "rid", SENT).decision = DROPPED  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "known, decision, reason, accepted_at",
+    [
+        pytest.param({}, SENT, NEW, None, id="unknown-would-be-sent"),
+        pytest.param({"a": opened(240)}, UNCHANGED, SAME, NOW - 240, id="proven-would-be-skipped-and-says-since-when"),
+    ],
+)
+def test_preview_is_what_render_shows(known, decision, reason, accepted_at):
+    """The outcomes a webhook would come to, decided as a webhook decides, with nothing sent."""
+    choices = pipeline.decide([A], known, NOW, HOUR)
+    [o] = pipeline.preview(CTX, pipeline.Planned([A]), choices, known)
+    assert (o.decision, o.reason, o.accepted_at, o.result) == (decision, reason, accepted_at, "")
