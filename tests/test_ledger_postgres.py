@@ -122,19 +122,19 @@ def test_a_postgresql_write_on_a_half_open_connection_ends_at_its_deadline(postg
         outcome = []
 
         def write():
-            started = time.monotonic()
             try:
-                ledger.record("", [event("b")], 1001.0, deadline=started + 1.0)
-                outcome.append(("written", time.monotonic() - started))
+                ledger.record("", [event("b")], 1001.0, deadline=time.monotonic() + 1.0)
+                outcome.append("written")
             except LedgerError as exc:
-                outcome.append((exc.message, time.monotonic() - started))
+                outcome.append(exc.message)
 
         writer = threading.Thread(target=write, daemon=True)
         writer.start()
         writer.join(timeout=10)
+        # The proxy never answers again: only the socket shut at the deadline can end the write.
         assert outcome, "the write hung on the half-open connection"
-        [(message, took)] = outcome
-        assert message.startswith("the ledger (display) failed") and took < 1.5, (message, took)
+        [message] = outcome
+        assert message.startswith("the ledger (display) failed") and "closed the connection" in message, message
     finally:
         proxy.close()
 

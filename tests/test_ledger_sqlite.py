@@ -144,23 +144,22 @@ ticks = []
 
 def tick():
     while True:
-        ticks.append(time.monotonic())
+        ticks.append(1)
         gevent.sleep(0.01)
 
 
 ticker = gevent.spawn(tick)
 gevent.sleep(0.05)
-started = time.monotonic()
+before = len(ticks)
 event = Event("a", "trigger", {"summary": "s", "severity": "warning"}, [], {}, (("a", "firing"),), "A")
 try:
     ledger.record("", [event], 1000.0)
     outcome = "written"
 except LedgerError as exc:
     outcome = exc.message
-waited = time.monotonic() - started
+during = len(ticks) - before
 ticker.kill()
-gaps = [b - a for a, b in zip(ticks, ticks[1:])]
-print(json.dumps({"outcome": outcome, "waited": waited, "max_gap": max(gaps)}))
+print(json.dumps({"outcome": outcome, "ticks_while_waiting": during}))
 """
 
 
@@ -168,8 +167,7 @@ def test_waiting_for_sqlite_never_freezes_the_gevent_hub(tmp_path):
     """Under gevent, another greenlet keeps running while a ledger write waits for a lock held elsewhere."""
     found = run_probe(HUB_PROBE, str(tmp_path / "ledger.db"))
     assert "busy" in found["outcome"] or "locked" in found["outcome"], found
-    assert found["waited"] >= 1.0, "the write waited for the lock"
-    assert found["max_gap"] < 0.5, f"the hub froze for {found['max_gap']:.2f} s while the write waited"
+    assert found["ticks_while_waiting"] >= 5, "the other greenlet ran, again and again, while the write waited"
 
 
 HOT_PATH = [
