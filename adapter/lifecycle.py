@@ -15,8 +15,9 @@ incident all the same (the page comes first; the key's resolve then sweeps any o
 resolve whose key it did not find fails (503) rather than take its incident as gone. Lookups match the route as well
 as the dedup tag: an incident belongs to one route.
 
-A trigger for a key whose incident id the ledger holds is skipped only where traffic.decide() proves the incident
-open for the same firing episode; otherwise the incident is checked by its id (GET) and opened anew if it was closed.
+Only what the decision stage (pipeline.decide) sends reaches the lifecycle: a trigger whose incident it proved open
+and unchanged never does. A trigger for a key whose incident id the ledger holds is updated where that proof stands
+and its title or severity changed; otherwise the incident is checked by its id (GET) and opened anew if it was closed.
 
 Paging does not depend on the ledger: when it cannot be read, every event is looked up before it is sent.
 """
@@ -84,9 +85,9 @@ class Lifecycle:
         records: dict[str, rest.Record] | None = None,
     ) -> list[Delivery]:
         """Every event's Delivery: ACCEPTED once Alert24 holds the incident as the event says (created, updated,
-        found, resolved, or already gone), UNCHANGED when nothing needed sending, else why not. `choices`:
-        traffic.decide()'s for each event (None: nothing is proven, as for the reconciler's events); `records`: the
-        ledger's records of their keys, where the caller read them already (None: read here)."""
+        found, resolved, or already gone), UNCHANGED when nothing needed sending, else why not. `choices`: the
+        decision stage's for each event (pipeline.decide; None: nothing is proven, as for the reconciler's events);
+        `records`: the ledger's records of their keys, where the caller read them already (None: read here)."""
         if records is None:
             records = self._records(events)
         chosen = dict(zip((e.dedup_key for e in events), choices or (), strict=False))
