@@ -126,13 +126,14 @@ def _bear_out(choice: traffic.Choice, record: rest.Record | None, event: Event) 
 @dataclasses.dataclass(frozen=True)
 class Paced:
     """The choices once paced (sends deferred for backpressure or the budget), the events to send in the order
-    they go (indices), the Unix time Alert24 may be called again for the deferred ones (0: none waits), and when
-    the budget frees up next (0: not asked)."""
+    they go (indices), the Unix time Alert24 may be called again for the deferred ones (0: none waits), when
+    the budget frees up next (0: not asked), and the events the budget held back, in the order they would have gone."""
 
     choices: list[traffic.Choice]
     order: list[int]
     resume_at: float = 0.0
     budget_at: float = 0.0
+    over_budget: list[int] = dataclasses.field(default_factory=list)
 
 
 def pace(
@@ -154,15 +155,15 @@ def pace(
     position = {id(e): i for i, e in enumerate(events)}
     order = [position[id(e)] for e, _ in traffic.ordered(events, choices, last_sent)]
     resume_at = paused_until if paused else 0.0
-    budget_at = 0.0
+    budget_at, over_budget = 0.0, []
     if order and take is not None:
         granted, budget_at = take(len(order))
-        for i in order[granted:]:
+        order, over_budget = order[:granted], order[granted:]
+        for i in over_budget:
             choices[i] = traffic.Choice(traffic.DEFER, traffic.BUDGET, choices[i].tier)
-        if granted < len(order) and budget_at > now:
+        if over_budget and budget_at > now:
             resume_at = max(resume_at, budget_at)
-        order = order[:granted]
-    return Paced(choices, order, resume_at, budget_at)
+    return Paced(choices, order, resume_at, budget_at, over_budget)
 
 
 def unpaced(choices: Sequence[traffic.Choice]) -> Paced:
@@ -197,10 +198,9 @@ def outcomes(
     alerts. `deliveries`: the channel's answers for `paced.order`; `heartbeat`: the ping's outcome."""
     known = known or {}
     answered = dict(zip(paced.order, deliveries, strict=True))
-    held = [i for i, c in enumerate(paced.choices) if i not in answered and c.reason != traffic.BUDGET]
-    budget = [i for i, c in enumerate(paced.choices) if i not in answered and c.reason == traffic.BUDGET]
+    held = [i for i in range(len(paced.choices)) if i not in answered and i not in paced.over_budget]
     out: list[Outcome] = []
-    for i in [*paced.order, *held, *budget]:
+    for i in [*paced.order, *held, *paced.over_budget]:
         event, choice = planned.events[i], paced.choices[i]
         delivery = answered.get(i) or _held_back(event, choice, ctx.wire, (records or {}).get(event.dedup_key))
         out += _event_outcomes(ctx, i, event, choice, delivery, known.get(event.dedup_key), paced.resume_at)

@@ -198,6 +198,7 @@ def test_pace(choices, paused_until, take, order, deferred, resume_at):
     """Backpressure, then the rate budget, over the order traffic.ordered gives."""
     paced = pipeline.pace([A, B, C], choices, NOW, paused_until, take=take)
     assert paced.order == order
+    assert paced.over_budget == [i for i, reason in deferred.items() if reason == BUDGET]
     assert {i: c.reason for i, c in enumerate(paced.choices) if c.verdict == DEFER} == deferred
     assert paced.resume_at == resume_at
 
@@ -257,9 +258,10 @@ def test_outcomes_of_one_event(choices, deliveries, expected):
 
 def test_outcomes_settle_sent_then_held_back_then_budget_deferred():
     """The order the report reads them in: as sent, then skipped or paused in the events' order, then the budget's."""
-    paced = pipeline.Paced([Choice(DEFER, BUDGET), Choice(SKIP, SAME), Choice(SEND, NEW)], [2], resume_at=NOW + 9)
-    out = pipeline.outcomes(CTX, pipeline.Planned([A, B, C]), paced, [Delivery(C, ACCEPTED, 202, 1, 0.1)])
-    assert [(o.dedup_key, o.event) for o in out] == [("c", 2), ("b", 1), ("a", 0)]
+    choices = [Choice(DEFER, BUDGET), Choice(SKIP, SAME), Choice(SEND, NEW), Choice(DEFER, BUDGET)]
+    paced = pipeline.Paced(choices, [2], resume_at=NOW + 9, over_budget=[3, 0])
+    out = pipeline.outcomes(CTX, pipeline.Planned([A, B, C, event("d")]), paced, [Delivery(C, ACCEPTED, 202, 1, 0.1)])
+    assert [(o.dedup_key, o.event) for o in out] == [("c", 2), ("b", 1), ("d", 3), ("a", 0)]
     assert out[2].resume_at == NOW + 9 and out[0].resume_at == 0.0
 
 
