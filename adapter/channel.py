@@ -18,6 +18,7 @@ from .alert24 import REST_KEY, Alert24Client, Delivery
 from .ledger import Ledger
 from .lifecycle import Lifecycle
 from .mapping import Event
+from .outcome import Note
 
 
 class Channel(Protocol):
@@ -33,6 +34,9 @@ class Channel(Protocol):
 
     def unrecorded(self) -> set[str]:
         """The keys whose record the channel itself could not write to the ledger while sending."""
+
+    def notes(self) -> list[Note]:
+        """What the channel met while sending, for the report to log."""
 
 
 class EventsChannel:
@@ -51,6 +55,9 @@ class EventsChannel:
 
     def unrecorded(self) -> set[str]:
         return set()
+
+    def notes(self) -> list[Note]:
+        return []
 
 
 class RestChannel:
@@ -82,3 +89,6 @@ class RestChannel:
 
     def unrecorded(self) -> set[str]:
         return set(self._lifecycle.unrecorded) if self._lifecycle is not None else set()
+
+    def notes(self) -> list[Note]:
+        return list(self._lifecycle.notes) if self._lifecycle is not None else []

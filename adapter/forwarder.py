@@ -24,7 +24,7 @@ from .heartbeat import Heartbeat
 from .ledger import Ledger
 from .mapping import Event, EventRules
 from .metrics import Metrics
-from .outcome import Outcome, per_event
+from .outcome import Note, Outcome, per_event
 from .policy import Matcher
 from .recorder import Knowledge, Recorder, Trouble
 from .report import Report
@@ -71,6 +71,7 @@ class _Webhook:
     send_by: float  # sending's: the ledger's record fits between the two
     troubles: list[Trouble] = dataclasses.field(default_factory=list)
     paused: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    notes: list[Note] = dataclasses.field(default_factory=list)
 
 
 class Forwarder:
@@ -132,7 +133,10 @@ class Forwarder:
         self.recorder.hold_doubts([(target.route, key) for key in channel.unrecorded()], time.time())
         paced = self._resumed(hook, channel, paced)
         ping = heartbeat.beat(hook.send_by) if planned.beats else None
-        outcomes = pipeline.outcomes(hook.ctx, planned, paced, deliveries, knowledge.known, knowledge.records, ping)
+        hook.notes = channel.notes()
+        outcomes = pipeline.outcomes(
+            hook.ctx, planned, paced, deliveries, knowledge.known, knowledge.records, ping, hook.notes
+        )
         self._record(hook, outcomes, knowledge, sent_at)
         return self._report(hook, notification, outcomes, resume_at=paced.resume_at)
 
@@ -247,6 +251,7 @@ class Forwarder:
             group_key=notification.group_key,
             grouped=planned.grouped,
             troubles=tuple(hook.troubles),
+            notes=tuple(hook.notes),
             paused=tuple(hook.paused),
             heartbeat_host=self.heartbeat.host if self.heartbeat is not None else "",
         )

@@ -60,10 +60,21 @@ class Outcome:
     detail: str = ""  # why, in words: Alert24's error, the REST step taken, the ping's failure
     alert24_request_id: str = ""
     incident_id: str = ""  # the REST format: Alert24's id of the incident
+    notes: tuple[str, ...] = ()  # what the channel met on the way for this event's key (a lookup, a sweep, ...)
 
     @property
     def is_event(self) -> bool:
         return self.event >= 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Note:
+    """Something a channel met while sending, for the report to log: its level (logging's), its words and its
+    facts (`dedup_key` among them where it concerns one event)."""
+
+    level: int
+    message: str
+    fields: dict[str, object] = dataclasses.field(default_factory=dict)
 
 
 def per_event(outcomes) -> list[Outcome]:

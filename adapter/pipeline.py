@@ -28,7 +28,7 @@ from .alert24 import Delivery
 from .alertmanager import Alert, Notification
 from .mapping import Event, EventRules
 from .mapping import plan as map_alerts
-from .outcome import DEFERRED, DROPPED, DRY_RUN, HEARTBEAT, RULE, SENT, UNCHANGED, Outcome
+from .outcome import DEFERRED, DROPPED, DRY_RUN, HEARTBEAT, RULE, SENT, UNCHANGED, Note, Outcome
 from .policy import Matcher
 
 # Why decide() sends a trigger in the rest format that traffic.decide() would skip: the ledger proves the incident
@@ -192,18 +192,26 @@ def outcomes(
     known: dict[str, traffic.Known] | None = None,
     records: dict[str, rest.Record] | None = None,
     heartbeat: tuple[str, beats.Ping | None] | None = None,
+    notes: Sequence[Note] = (),
 ) -> list[Outcome]:
     """One Outcome per alert: the events' in the order they were settled (sent ones as they went, then those held
     back in the events' order, then those the budget deferred), then the dropped alerts, then the heartbeat
-    alerts. `deliveries`: the channel's answers for `paced.order`; `heartbeat`: the ping's outcome."""
+    alerts. `deliveries`: the channel's answers for `paced.order`; `heartbeat`: the ping's outcome; `notes`: what
+    the channel met, each kept on the outcomes of its key."""
     known = known or {}
+    met: dict[str, tuple[str, ...]] = {}
+    for note in notes:
+        key = note.fields.get("dedup_key")
+        if isinstance(key, str):
+            met[key] = (*met.get(key, ()), note.message)
     answered = dict(zip(paced.order, deliveries, strict=True))
     held = [i for i in range(len(paced.choices)) if i not in answered and i not in paced.over_budget]
     out: list[Outcome] = []
     for i in [*paced.order, *held, *paced.over_budget]:
         event, choice = planned.events[i], paced.choices[i]
         delivery = answered.get(i) or _held_back(event, choice, ctx.wire, (records or {}).get(event.dedup_key))
-        out += _event_outcomes(ctx, i, event, choice, delivery, known.get(event.dedup_key), paced.resume_at)
+        found = known.get(event.dedup_key)
+        out += _event_outcomes(ctx, i, event, choice, delivery, found, paced.resume_at, met.get(event.dedup_key, ()))
     out += dropped(ctx, planned)
     out += heartbeats(ctx, planned, heartbeat)
     return out
@@ -311,6 +319,7 @@ def _event_outcomes(
     delivery: Delivery,
     known: traffic.Known | None,
     resume_at: float,
+    notes: tuple[str, ...] = (),
 ) -> list[Outcome]:
     decision = {traffic.SEND: SENT, traffic.SKIP: UNCHANGED, traffic.DEFER: DEFERRED}[choice.verdict]
     facts = _event_facts(ctx, index, event, known)
@@ -323,6 +332,7 @@ def _event_outcomes(
         "alert24_request_id": delivery.request_id,
         "incident_id": delivery.incident_id,
         "resume_at": resume_at if decision == DEFERRED or delivery.outcome == NOT_NOW else 0.0,
+        "notes": notes,
     }
     return [
         Outcome(fingerprint, status, decision=decision, reason=choice.reason, **facts, **answer)

@@ -18,10 +18,12 @@ from .alert24 import ACCEPTED, DEFERRED, FAILED, REJECTED, UNCHANGED
 from .errors import AdapterError, DeliveryDeferred, DeliveryFailed, DeliveryRejected
 from .mapping import Event
 from .metrics import Metrics
-from .outcome import DROPPED, HEARTBEAT, Outcome, per_event
+from .outcome import DROPPED, HEARTBEAT, Note, Outcome, per_event
 from .recorder import BUDGET, DOUBT, LOOKUP, RECORD, Trouble
 
 log = logging.getLogger("alert24_adapter.forwarder")
+# The channels' notes keep the logger of the REST lifecycle, where they were met.
+notes_log = logging.getLogger("alert24_adapter.lifecycle")
 
 DEFERRAL_REASONS = {
     traffic.BACKPRESSURE: "Alert24 asked this integration key to wait (429, or 5xx after retries)",
@@ -45,7 +47,8 @@ class Report:
 
     `error` is the webhook's (events and heartbeat), `events_error` the events' alone; `requests`, for a dry run in
     the rest format, the requests that would be sent; `troubles`, the ledger calls that failed (before sending, then
-    the record); `paused`, (reason, Unix time) Alert24 may be called again, for the gauges."""
+    the record); `notes`, what the channel met while sending; `paused`, (reason, Unix time) Alert24 may be called
+    again, for the gauges."""
 
     outcomes: tuple[Outcome, ...]
     events: tuple[Event, ...] = ()
@@ -60,6 +63,7 @@ class Report:
     group_key: str = ""
     grouped: int = 0
     troubles: tuple[Trouble, ...] = ()
+    notes: tuple[Note, ...] = ()
     paused: tuple[tuple[str, float], ...] = ()
     heartbeat_host: str = ""
 
@@ -133,7 +137,8 @@ def verdict(sent: list[Outcome], resume_in: float = 0.0) -> AdapterError | None:
 
 def write_log(report: Report) -> None:
     """Every log line of a webhook's alerts, in the order things happened: the notification, the alerts dropped, the
-    ledger's trouble before sending, each event, the deferral, the heartbeat, the ledger's record."""
+    ledger's trouble before sending, what the channel met, each event, the deferral, the heartbeat, the ledger's
+    record."""
     route = report.route
     if report.truncated:
         log.warning(
@@ -149,6 +154,7 @@ def write_log(report: Report) -> None:
     for trouble in report.troubles:
         if trouble.operation != RECORD:
             _log_trouble(route, trouble)
+    write_notes(report.notes)
     if report.dry_run:
         for i, event in enumerate(report.events):
             shown = {"request": report.requests[i]} if report.requests is not None else {"event": event.body()}
@@ -163,6 +169,12 @@ def write_log(report: Report) -> None:
     for trouble in report.troubles:
         if trouble.operation == RECORD:
             _log_trouble(route, trouble)
+
+
+def write_notes(notes) -> None:
+    """What a channel met while sending (a webhook's, or a reconcile pass's), each at its level."""
+    for note in notes:
+        notes_log.log(note.level, note.message, extra=note.fields)
 
 
 def _log_event(report: Report, o: Outcome) -> None:

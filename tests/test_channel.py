@@ -3,6 +3,8 @@ it is given, and says when Alert24 may be called again; it never skips on its ow
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from adapter.alert24 import ACCEPTED, REST_KEY, Alert24Client, Delivery
@@ -91,3 +93,16 @@ def test_the_rest_channel_sends_what_it_is_handed(fake, rest_client, tmp_path, r
 def test_the_rest_channel_is_paused_by_the_rest_apis_backpressure(rest_client):
     rest_client.backpressure.slowed(REST_KEY, retry_after=30)
     assert RestChannel(rest_client, None, "", 4.0, None).paused_until() > 0
+
+
+def test_the_rest_channel_logs_nothing_and_notes_what_it_met(fake, rest_client, caplog):
+    """A resolve of a key nobody knows: nothing to do, which the channel notes for the report instead of logging."""
+    channel = RestChannel(rest_client, None, "", 4.0, None)
+    with caplog.at_level(logging.DEBUG, logger="alert24_adapter"):
+        [d] = channel.send([RESOLVED], [Choice(SEND, RESOLVE)], 1e12, "rid-1")
+    assert d.outcome == ACCEPTED and caplog.records == []
+    [note] = channel.notes()
+    assert (note.message, note.fields["dedup_key"]) == (
+        "resolve for an incident that is not open at Alert24: nothing to do",
+        RESOLVED.dedup_key,
+    )

@@ -13,7 +13,7 @@ from adapter.alert24 import ACCEPTED, DEFERRED, FAILED, Delivery
 from adapter.heartbeat import COLLAPSED, RESOLVED, Ping
 from adapter.heartbeat import FAILED as PING_FAILED
 from adapter.mapping import EventRules
-from adapter.outcome import DROPPED, HEARTBEAT, RULE, SENT, UNCHANGED, Outcome
+from adapter.outcome import DROPPED, HEARTBEAT, RULE, SENT, UNCHANGED, Note, Outcome
 from adapter.pipeline import NO_ID, RETITLED
 from adapter.policy import Matcher, Rule
 from adapter.rest import Record, severity, title
@@ -322,3 +322,11 @@ def test_preview_is_what_render_shows(known, decision, reason, accepted_at):
     choices = pipeline.decide([A], known, NOW, HOUR)
     [o] = pipeline.preview(CTX, pipeline.Planned([A]), choices, known)
     assert (o.decision, o.reason, o.accepted_at, o.result) == (decision, reason, accepted_at, "")
+
+
+def test_what_the_channel_met_stays_with_the_outcomes_of_its_key():
+    notes = [Note(30, "a second open incident", {"dedup_key": "a"}), Note(30, "ledger not read", {"events": 2})]
+    paced = pipeline.Paced([Choice(SEND, NEW), Choice(SEND, NEW)], [0, 1])
+    answers = [Delivery(A, ACCEPTED, 201, 1, 0.1), Delivery(C, ACCEPTED, 201, 1, 0.1)]
+    out = pipeline.outcomes(CTX, pipeline.Planned([A, C]), paced, answers, notes=notes)
+    assert [(o.dedup_key, o.notes) for o in out] == [("a", ("a second open incident",)), ("c", ())]

@@ -15,7 +15,7 @@ from adapter.heartbeat import COLLAPSED, RESOLVED, SENT
 from adapter.heartbeat import FAILED as PING_FAILED
 from adapter.metrics import Metrics
 from adapter.outcome import DEFERRED as HELD_BACK
-from adapter.outcome import DROPPED, DRY_RUN, HEARTBEAT, RULE, Outcome
+from adapter.outcome import DROPPED, DRY_RUN, HEARTBEAT, RULE, Note, Outcome
 from adapter.outcome import SENT as HANDED
 from adapter.outcome import UNCHANGED as SKIPPED
 from adapter.recorder import BUDGET, LOOKUP, RECORD, Trouble
@@ -251,3 +251,14 @@ def test_count(result, expected):
              "alert24_paused_until_timestamp_seconds": ("route", "reason")}  # fmt: skip
     got = {key: sample(m, key[0], **dict(zip(names.get(key[0], ()), key[1], strict=True))) for key in expected}
     assert got == expected
+
+
+def test_what_the_channel_met_is_logged_under_its_own_logger_before_the_events(caplog):
+    note = Note(logging.WARNING, "resolving other open incidents of one key", {"route": "default", "dedup_key": "k0"})
+    with caplog.at_level(logging.INFO, logger="alert24_adapter"):
+        report.write_log(Report((sent(0, ACCEPTED),), notes=(note,)))
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("alert24_adapter.lifecycle", "resolving other open incidents of one key"),
+        ("alert24_adapter.forwarder", "event delivered"),
+    ]
+    assert caplog.records[0].dedup_key == "k0"
