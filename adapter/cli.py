@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import os
 import sys
@@ -17,10 +16,10 @@ from datetime import datetime, timezone
 from importlib import resources
 from urllib.parse import urlsplit
 
-from . import alertmanager, heartbeat, rest, traffic
+from . import alertmanager, heartbeat, pipeline, rest
 from .config import from_env
 from .errors import AdapterError, ConfigError, LedgerError
-from .mapping import plan
+from .outcome import UNCHANGED, Outcome, per_event
 from .version import __version__
 
 EXAMPLES = ("firing", "resolved", "multi")
@@ -182,6 +181,8 @@ def check_config(args) -> int:
 
 
 def render(args) -> int:
+    """What a payload becomes, through a webhook's own stages (adapter.pipeline): planned, then decided against what
+    the ledger holds, computed without sending; shown with the requests each event makes."""
     try:
         config = from_env({**os.environ, "DRY_RUN": "true", "ALLOW_UNAUTHENTICATED": "true"})
         data = _payload(args)
@@ -197,30 +198,50 @@ def render(args) -> int:
             return 1
         rules, wire = routes[args.route].rules, routes[args.route].format
         matchers = matchers if routes[args.route].heartbeat_matchers is None else routes[args.route].heartbeat_matchers
-    beats = ()
-    if config.heartbeat_url:
-        found = heartbeat.split(notification.alerts, matchers)
-        notification = dataclasses.replace(notification, alerts=found.pages)
-        beats = found.beats + found.stopped
-        _render_heartbeats(found, heartbeat.display(config.heartbeat_url), args.json)
     # Without the ledger, a resolve a drop rule matches is sent, in case its incident is open.
-    planned = plan(notification, rules, datetime.now(timezone.utc))
-    events = planned.events
+    planned = pipeline.plan(notification, rules, datetime.now(timezone.utc), matchers if config.heartbeat_url else None)
+    if config.heartbeat_url:
+        _render_heartbeats(planned, heartbeat.display(config.heartbeat_url), args.json)
+    known, records = _ledger_state(config, args.route, planned.events, wire)
+    now = time.time()
+    choices = pipeline.decide(planned.events, known, now, config.resend_interval, records, wire)
+    outcomes = pipeline.preview(pipeline.Context(args.route or "default", "", now, wire), planned, choices, known)
+    _render_dropped(planned, args.json)
     if wire == "rest":
-        _render_rest(config, args.route, planned, args.json)
-        if not events and not beats:
-            print("no events: the payload has no alerts, or rules dropped them all", file=sys.stderr)
-        return 0
-    decisions = _decisions(config, args.route, events)
-    path = urlsplit(config.api_url).path
+        _render_rest(config, args.route, planned, choices, records, args.json)
+    else:
+        shown = config.resend_interval > 0 and config.ledger_on
+        _render_events(config, planned, per_event(outcomes) if shown else None, args.json)
+    if not planned.events and not planned.has_heartbeats:
+        print("no events: the payload has no alerts, or rules dropped them all", file=sys.stderr)
+    return 0
+
+
+def _ledger_state(config, route: str, events, wire: str) -> tuple[dict, dict]:
+    """What the ledger holds of the events' keys, read as a webhook reads it (Ledger.state): nothing where no decision
+    rests on it (RESEND_INTERVAL=0 in the events format)."""
+    if wire != "rest" and config.resend_interval <= 0:
+        return {}, {}
+    keys = [e.dedup_key for e in events]
+    otherwise = "each key is shown as new" if wire == "rest" else "every event would be sent"
+    read = _from_ledger(config, events, lambda ledger: ledger.state(route, keys, rest=wire == "rest"), otherwise)
+    return read or ({}, {})
+
+
+def _render_dropped(planned, as_json: bool) -> None:
     for alert, rule in planned.dropped:
-        if args.json:
+        if as_json:
             print(json.dumps({"dropped": alert.fingerprint, "rule": rule, "labels": alert.labels}))
         else:
             print(f"dropped: alert {alert.fingerprint} ({alert.labels.get('alertname', '')}) by rule {rule!r}")
+
+
+def _render_events(config, planned, outcomes, as_json: bool) -> None:
+    """The events format: each event's POST, and the decision taken for it (None: nothing would be skipped)."""
+    events, path = planned.events, urlsplit(config.api_url).path
     for i, event in enumerate(events, 1):
-        decision = decisions.get(event.dedup_key)
-        if args.json:
+        decision = _decision(outcomes[i - 1], config.resend_interval) if outcomes is not None else None
+        if as_json:
             shown = {**event.body(), "why": event.why, "request": {"method": "POST", "path": path}}
             print(json.dumps({**shown, **({"decision": decision} if decision else {})}))
             continue
@@ -231,25 +252,13 @@ def render(args) -> int:
             print(f"  decision: {decision['verdict']}: {decision['explanation']}")
         print(f"  request: POST {path} (the body below, with the integration key)")
         print("  body: " + json.dumps(event.body(), indent=2).replace("\n", "\n  "))
-    if not events and not beats:
-        print("no events: the payload has no alerts, or rules dropped them all", file=sys.stderr)
-    return 0
 
 
-def _render_rest(config, route: str, planned, as_json: bool) -> None:
+def _render_rest(config, route: str, planned, choices, records, as_json: bool) -> None:
     """The requests of the rest format each event becomes now, from what the ledger holds of its key (rest.step)."""
     events = planned.events
-    keys = [e.dedup_key for e in events]
-    read = _from_ledger(config, events, lambda ledger: ledger.state(route, keys, rest=True), "each key is shown as new")
-    known, records = read or ({}, {})
     now, at = time.time(), datetime.now(timezone.utc)
-    for alert, rule in planned.dropped:
-        if as_json:
-            print(json.dumps({"dropped": alert.fingerprint, "rule": rule, "labels": alert.labels}))
-        else:
-            print(f"dropped: alert {alert.fingerprint} ({alert.labels.get('alertname', '')}) by rule {rule!r}")
-    for i, event in enumerate(events, 1):
-        choice = traffic.decide(known.get(event.dedup_key), event, now, traffic.Settings(config.resend_interval))
+    for i, (event, choice) in enumerate(zip(events, choices, strict=True), 1):
         todo = rest.step(records.get(event.dedup_key), event, now, rest.lease(config.time_budget), choice)
         calls = _rest_calls(todo, event, config.api_url, route, at)
         step = {"step": todo.kind, "reason": todo.reason, "requests": [c.describe() for c in calls]}
@@ -310,41 +319,21 @@ def _from_ledger(config, events, read, otherwise: str):
         ledger.close()
 
 
-def _known(config, route: str, events) -> dict:
-    """What the ledger knows of the events' keys (traffic.Known)."""
-    keys = [e.dedup_key for e in events]
-    return _from_ledger(config, events, lambda ledger: ledger.known(route, keys), "every event would be sent") or {}
-
-
-def _decisions(config, route: str, events) -> dict[str, dict]:
-    """What the ledger makes of each event now (traffic.decide): sent, or skipped because Alert24 has it, and why.
-    Empty when nothing would be skipped (RESEND_INTERVAL=0, or no ledger to ask)."""
-    if not events or config.resend_interval <= 0 or not config.ledger_on:
-        return {}
-    known = _known(config, route, events)
-    interval = _duration(config.resend_interval)
-    now = time.time()
-    out = {}
-    for event in events:
-        seen = known.get(event.dedup_key)
-        choice = traffic.decide(seen, event, now, traffic.Settings(config.resend_interval))
-        facts = []
-        if seen is not None and seen.open:
-            facts.append(f"open since {_when(seen.open_since)}")
-        if seen is not None and seen.accepted_at is not None:
-            facts.append(f"{seen.action} accepted {_ago(now - seen.accepted_at)} ago")
-            facts.append(f"episode {seen.episode or 'not recorded'}")
-        if seen is not None and seen.doubt:
-            facts.append("in doubt")
-        facts.append(f"RESEND_INTERVAL {interval}")
-        verdict = "skip" if choice.verdict == traffic.SKIP else "send"
-        what = _REASONS.get(choice.reason, choice.reason)
-        out[event.dedup_key] = {
-            "verdict": verdict,
-            "reason": choice.reason,
-            "explanation": f"{what} ({', '.join(facts)})",
-        }
-    return out
+def _decision(o: Outcome, resend_interval: float) -> dict[str, str]:
+    """What the ledger made of an event (its outcome, computed without sending): sent, or skipped because Alert24 has
+    it, why, and the facts behind it."""
+    facts = []
+    if o.open_since is not None:
+        facts.append(f"open since {_when(o.open_since)}")
+    if o.accepted_at is not None:
+        facts.append(f"{o.accepted_action} accepted {_ago(o.decided_at - o.accepted_at)} ago")
+        facts.append(f"episode {o.accepted_episode or 'not recorded'}")
+    if o.in_doubt:
+        facts.append("in doubt")
+    facts.append(f"RESEND_INTERVAL {_duration(resend_interval)}")
+    verdict = "skip" if o.decision == UNCHANGED else "send"
+    what = _REASONS.get(o.reason, o.reason)
+    return {"verdict": verdict, "reason": o.reason, "explanation": f"{what} ({', '.join(facts)})"}
 
 
 _REASONS = {

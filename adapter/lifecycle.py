@@ -15,8 +15,9 @@ incident all the same (the page comes first; the key's resolve then sweeps any o
 resolve whose key it did not find fails (503) rather than take its incident as gone. Lookups match the route as well
 as the dedup tag: an incident belongs to one route.
 
-A trigger for a key whose incident id the ledger holds is skipped only where traffic.decide() proves the incident
-open for the same firing episode; otherwise the incident is checked by its id (GET) and opened anew if it was closed.
+Only what the decision stage (pipeline.decide) sends reaches the lifecycle: a trigger whose incident it proved open
+and unchanged never does. A trigger for a key whose incident id the ledger holds is updated where that proof stands
+and its title or severity changed; otherwise the incident is checked by its id (GET) and opened anew if it was closed.
 
 Paging does not depend on the ledger: when it cannot be read, every event is looked up before it is sent.
 """
@@ -36,8 +37,8 @@ from .alert24 import ACCEPTED, DEFERRED, FAILED, REJECTED, UNCHANGED, Alert24Cli
 from .errors import LedgerError
 from .ledger import Ledger
 from .mapping import Event
+from .outcome import Note
 
-log = logging.getLogger("alert24_adapter.lifecycle")
 # While another process creates an incident, its id is looked for in the ledger this often.
 WAIT_PAUSE = 0.05
 # The least time left in which a create whose answer was lost is looked up at once.
@@ -64,6 +65,8 @@ class Lifecycle:
         self.api_url = client.api_url
         self.degraded = ledger is None
         self.unrecorded: set[str] = set()  # the keys whose record in the ledger could not be written
+        # What it met on the way: it logs nothing itself; adapter.report.write_notes does, for a webhook or a pass.
+        self.notes: list[Note] = []
         self._scan_lock = threading.Lock()
         self._seen: list[dict] | None = None  # the open incidents of the last whole scan, in page order
         self._truncated = False  # that scan stopped at rest.MAX_PAGES, or for time
@@ -84,9 +87,9 @@ class Lifecycle:
         records: dict[str, rest.Record] | None = None,
     ) -> list[Delivery]:
         """Every event's Delivery: ACCEPTED once Alert24 holds the incident as the event says (created, updated,
-        found, resolved, or already gone), UNCHANGED when nothing needed sending, else why not. `choices`:
-        traffic.decide()'s for each event (None: nothing is proven, as for the reconciler's events); `records`: the
-        ledger's records of their keys, where the caller read them already (None: read here)."""
+        found, resolved, or already gone), UNCHANGED when nothing needed sending, else why not. `choices`: the
+        decision stage's for each event (pipeline.decide; None: nothing is proven, as for the reconciler's events);
+        `records`: the ledger's records of their keys, where the caller read them already (None: read here)."""
         if records is None:
             records = self._records(events)
         chosen = dict(zip((e.dedup_key for e in events), choices or (), strict=False))
@@ -101,9 +104,10 @@ class Lifecycle:
                 records = self.ledger.rest_records(self.route, [e.dedup_key for e in events], self._by())
             except LedgerError as exc:
                 self.degraded = True
-                log.warning(
+                self._note(
+                    logging.WARNING,
                     "ledger not read; each incident is looked up at Alert24 before it is created or resolved",
-                    extra={"route": self.route or "default", "error": exc.message, "events": len(events)},
+                    {"route": self.route or "default", "error": exc.message, "events": len(events)},
                 )
         return records
 
@@ -140,9 +144,10 @@ class Lifecycle:
             # The claim stays: the late incident is found, and resolved, by a retry.
             return tally.delivery(event, FAILED, steps[0].reason)
         if steps[0].kind == rest.NOTHING:
-            log.info(
+            self._note(
+                logging.INFO,
                 "resolve for an incident that is not open at Alert24: nothing to do",
-                extra={"route": self.route or "default", "dedup_key": event.dedup_key, "why": todo.reason},
+                {"route": self.route or "default", "dedup_key": event.dedup_key, "why": todo.reason},
             )
             self._forget(event)
             return tally.delivery(event, ACCEPTED, steps[0].reason)
@@ -189,9 +194,10 @@ class Lifecycle:
                 return self._update(event, update, tally, record)
             self._keep(event, todo.incident_id, record.uncertain)
             return tally.delivery(event, ACCEPTED, f"still open at Alert24 ({todo.reason})", todo.incident_id)
-        log.info(
+        self._note(
+            logging.INFO,
             "the key's incident is no longer open at Alert24; a new one is opened",
-            extra={"route": self.route or "default", "dedup_key": event.dedup_key, "incident": todo.incident_id},
+            {"route": self.route or "default", "dedup_key": event.dedup_key, "incident": todo.incident_id},
         )
         # A record that cannot be forgotten would hand the create its old id again: then no claim is taken.
         forgotten = self._forget(event)
@@ -210,10 +216,11 @@ class Lifecycle:
                 # What the bounded scan read is swept; any open beyond it stays so (README, "Lookups that cannot
                 # conclude").
                 found = rest.matching(self._seen or [], event.dedup_key, self.route)
-                log.warning(
+                self._note(
+                    logging.WARNING,
                     "sweeping other open incidents of one key: the lookup by tag stopped at its bound, so any beyond "
                     "it stay open",
-                    extra={"route": self.route or "default", "dedup_key": event.dedup_key},
+                    {"route": self.route or "default", "dedup_key": event.dedup_key},
                 )
             if found is None:
                 # The ids are resolved, the sweep is not done: the key stays on record, and Alertmanager's retry
@@ -221,9 +228,10 @@ class Lifecycle:
                 return tally.failed(event)
             strays = [i for i in found if i not in ids]
             if strays:
-                log.warning(
+                self._note(
+                    logging.WARNING,
                     "resolving other open incidents of one key: a lost create's, or an earlier episode's",
-                    extra={"route": self.route or "default", "dedup_key": event.dedup_key, "incidents": strays},
+                    {"route": self.route or "default", "dedup_key": event.dedup_key, "incidents": strays},
                 )
             failed = self._put_all(strays, now, tally)
             if failed is not None:
@@ -269,9 +277,10 @@ class Lifecycle:
                     self.route, event.dedup_key, claimant, self.clock(), self.lease, self._by()
                 )
             except LedgerError as exc:
-                log.warning(
+                self._note(
+                    logging.WARNING,
                     "ledger not written; the incident is looked up at Alert24 before it is created",
-                    extra={"route": self.route or "default", "dedup_key": event.dedup_key, "error": exc.message},
+                    {"route": self.route or "default", "dedup_key": event.dedup_key, "error": exc.message},
                 )
                 doubted = True
             else:
@@ -281,10 +290,11 @@ class Lifecycle:
                 doubted = doubted or holder is not None
         found = self._find(event.dedup_key, tally)
         if found is None and self._inconclusive():
-            log.warning(
+            self._note(
+                logging.WARNING,
                 "lookup by tag could not conclude within its bound; the incident is created, and any other open "
                 "incident of the key is resolved with it",
-                extra={"route": self.route or "default", "dedup_key": event.dedup_key, "pages": rest.MAX_PAGES},
+                {"route": self.route or "default", "dedup_key": event.dedup_key, "pages": rest.MAX_PAGES},
             )
             found, doubted = rest.matching(self._seen or [], event.dedup_key, self.route), True
             tally.last_failure, tally.failure_detail = None, ""
@@ -301,9 +311,10 @@ class Lifecycle:
             if incident_id is None:
                 # Alert24 holds it; the next event for the key finds it by its tag.
                 self._uncertain(event, claimant, claimed)
-                log.warning(
+                self._note(
+                    logging.WARNING,
                     "Alert24 created the incident but its answer names no id; it is looked up by its tag later",
-                    extra={"route": self.route or "default", "dedup_key": event.dedup_key},
+                    {"route": self.route or "default", "dedup_key": event.dedup_key},
                 )
                 return tally.delivery(event, ACCEPTED, "created; no id in the answer")
             self._keep(event, incident_id, doubted)
@@ -313,9 +324,10 @@ class Lifecycle:
             (self._uncertain if doubted else self._release)(event, claimant, claimed)
             return tally.delivery(event, answer.outcome, answer.detail)
         self._uncertain(event, claimant, claimed)
-        log.warning(
+        self._note(
+            logging.WARNING,
             f"the create's answer was lost; the incident is looked up before another is made: {answer.detail}",
-            extra={"route": self.route or "default", "dedup_key": event.dedup_key},
+            {"route": self.route or "default", "dedup_key": event.dedup_key},
         )
         with self._scan_lock:
             self._lost_creates += 1
@@ -340,9 +352,10 @@ class Lifecycle:
                 # The key is kept on the oldest either way; the duplicate goes at the next attempt.
                 self._keep(event, keep, True)
                 return tally.delivery(event, answer.outcome, f"a second open incident not resolved: {answer.detail}")
-            log.warning(
+            self._note(
+                logging.WARNING,
                 "resolved a second open incident for one key",
-                extra={"route": self.route or "default", "dedup_key": event.dedup_key, "kept": keep},
+                {"route": self.route or "default", "dedup_key": event.dedup_key, "kept": keep},
             )
         # Found after a doubt: its resolve looks for any other a lost create may still make.
         self._keep(event, keep, doubted or len(steps) > 1)
@@ -424,6 +437,9 @@ class Lifecycle:
                 self._resolves_in_flight -= 1
                 self._gate.notify_all()
 
+    def _note(self, level: int, message: str, fields: dict[str, object]) -> None:
+        self.notes.append(Note(level, message, fields))
+
     # -- calls and the ledger ----------------------------------------------------------------------
 
     def _call(self, call: rest.Call, once: bool = False) -> Answer:
@@ -461,9 +477,10 @@ class Lifecycle:
             getattr(self.ledger, method)(self.route, event.dedup_key, *args, deadline=self._by())
         except LedgerError as exc:
             self.unrecorded.add(event.dedup_key)
-            log.warning(
+            self._note(
+                logging.WARNING,
                 "ledger not updated; the incident is looked up, or checked by its id, before its next event is skipped",
-                extra={"route": self.route or "default", "dedup_key": event.dedup_key, "error": exc.message},
+                {"route": self.route or "default", "dedup_key": event.dedup_key, "error": exc.message},
             )
             return False
         return True

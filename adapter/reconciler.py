@@ -28,6 +28,7 @@ from .ledger import Entry, Ledger
 from .lifecycle import Lifecycle
 from .mapping import reconciled_resolve, reopening_trigger
 from .metrics import Metrics
+from .report import write_notes
 from .rest import lease
 from .version import __version__
 
@@ -324,7 +325,9 @@ class Reconciler:
             rest_run = Lifecycle(self.client, self.ledger, target.route, deadline, request_id, lease(budget))
             # A resolve closes the incident this ledger holds for the key: the pass's own, its id proven.
             proven = [traffic.Choice(traffic.SEND, traffic.RESOLVE, 0, e.action == "resolve") for e in events]
-            return rest_run.deliver(events, proven)
+            deliveries = rest_run.deliver(events, proven)
+            write_notes(rest_run.notes)
+            return deliveries
         return self.client.send(events, target.integration_key or "", deadline, request_id)
 
     def _skipped(self, reason: str, ledger_operation: str | None, forget: bool, dry_run: bool) -> PassReport:

@@ -20,7 +20,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from . import alertmanager, log
 from .alert24 import alarm, gevent_patched
 from .errors import BodyTimeout, BodyTooLarge, PayloadError, Unauthorized, UnknownRoute, UnsupportedMediaType
-from .forwarder import Report
+from .report import Report
 
 bp = Blueprint("adapter", __name__)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")

@@ -10,6 +10,7 @@ import responses
 
 from adapter import create_app
 from adapter.config import from_env
+from adapter.ledger import open_ledger
 from adapter.metrics import Metrics
 
 PAYLOADS = pathlib.Path(__file__).parent / "payloads"
@@ -122,3 +123,20 @@ def postgres_url(postgres):
         database="alert24",
     )
     return postgres.url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A ledger's URL, once for each store: a SQLite file, and the real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/state/ledger.db"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def ledger(store_url):
+    """A ledger set up on each store."""
+    ledger = open_ledger(store_url, "test ledger")
+    ledger.setup()
+    yield ledger
+    ledger.close()

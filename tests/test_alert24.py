@@ -269,18 +269,31 @@ def test_calls_in_flight_are_bounded_across_concurrent_webhooks():
     assert 1 < fake.max_in_flight <= 3
 
 
+class Taken:
+    """Every call slot taken: an acquire waits for nothing and fails, and says how long it was asked to wait."""
+
+    def __init__(self):
+        self.asked = []
+
+    def acquire(self, timeout):
+        self.asked.append(timeout)
+        return False
+
+    def release(self):
+        raise AssertionError("never acquired")
+
+
 def test_waiting_for_a_free_call_never_outlasts_the_budget():
-    """With every call slot taken, an event fails in time (503 for Alertmanager) instead of waiting on."""
+    """With every call slot taken, an event fails in time (503 for Alertmanager) instead of waiting on: the wait for a
+    slot is asked to end before the deadline."""
     [event] = events()
     client = make_client(concurrency=1)
-    assert client._slots.acquire(timeout=1)
-    try:
-        started = time.monotonic()
-        [d] = client.send([event], INTEGRATION_KEY, time.monotonic() + 0.5)
-    finally:
-        client._slots.release()
+    client._slots = Taken()
+    deadline = time.monotonic() + 0.5
+    [d] = client.send([event], INTEGRATION_KEY, deadline)
     assert d.outcome == FAILED and "waiting for one of the 1 calls to Alert24 in flight" in d.detail
-    assert time.monotonic() - started < 0.6
+    [asked] = client._slots.asked
+    assert 0 < asked <= 0.5 - 0.05, "the wait ends short of the deadline, with time left to answer"
 
 
 def test_retry_state_is_private_to_each_call():
@@ -365,25 +378,20 @@ gevent.spawn(serve)
 url = f"http://127.0.0.1:{port}/api/v1/incidents"
 client = Alert24Client(url, None, connect_timeout=1, read_timeout=3, retries=0, concurrency=1)
 event = Event("k", "trigger", {"summary": "s", "severity": "critical", "source": "x", "custom_details": {}}, [], {})
-started = time.monotonic()
-[delivery] = client.send([event], "int-key", started + 1.0)
-sent = time.monotonic() - started
-started = time.monotonic()
-ping = HeartbeatClient(url.replace("/api/v1/incidents", "/api/hb/token")).ping(started + 1.0)
-pinged = time.monotonic() - started
-print(json.dumps({"sent": sent, "outcome": delivery.outcome, "detail": delivery.detail, "pinged": pinged,
-                  "ping_ok": ping.ok, "ping_detail": ping.detail}))
+[delivery] = client.send([event], "int-key", time.monotonic() + 1.0)
+ping = HeartbeatClient(url.replace("/api/v1/incidents", "/api/hb/token")).ping(time.monotonic() + 1.0)
+print(json.dumps({"outcome": delivery.outcome, "detail": delivery.detail, "ping_ok": ping.ok,
+                  "ping_detail": ping.detail}))
 """
 
 
 def test_an_answer_that_trickles_in_is_cut_off_at_the_deadline():
     """Under gevent workers: each read is within the read timeout, but the whole answer never outlasts the
-    deadline, for Alert24 and for the heartbeat URL alike."""
+    deadline, for Alert24 and for the heartbeat URL alike: the deadline cuts it off (within()), not a timeout."""
     found = run_probe(TRICKLE_PROBE)
-    assert found["outcome"] == "failed" and "timed out" in found["detail"], found
-    assert found["sent"] < 1.3, f"the call took {found['sent']:.2f} s against a 1 s deadline"
-    assert found["ping_ok"] is False and "timed out" in found["ping_detail"], found
-    assert found["pinged"] < 1.3, f"the ping took {found['pinged']:.2f} s against a 1 s deadline"
+    cut = "timed out: the answer did not arrive within the webhook time budget"
+    assert found["outcome"] == "failed" and cut in found["detail"], found
+    assert found["ping_ok"] is False and cut in found["ping_detail"], found
 
 
 def test_a_rest_call_is_the_exact_request():

@@ -196,7 +196,7 @@ def ledger_env(env, tmp_path):
     """The reconciler on against a faked Alertmanager, with a SQLite ledger holding two open incidents."""
     from adapter.ledger import open_ledger
 
-    from .test_ledger import event
+    from .ledgers import event
 
     env.setenv("ALERTMANAGER_URL", "http://am.test:9093")
     env.setenv("LEDGER_URL", f"sqlite://{tmp_path}/ledger.db")

@@ -1,20 +1,19 @@
-"""The whole webhook answer, ledger write included, within WEBHOOK_TIME_BUDGET."""
+"""The whole webhook: its answer, ledger write included, within WEBHOOK_TIME_BUDGET; the same behaviour over both wire
+formats; and each fallback when the ledger fails."""
 
 import json
 import sqlite3
-import time
 
 import pytest
 
 from adapter import create_app
+from adapter.errors import LedgerError
+from adapter.forwarder import LEDGER_SHARE, LEDGER_SHARE_MAX
 from adapter.metrics import Metrics
 
 from .conftest import API_KEY, SECRET, make_config, payload
 from .fake_alert24 import FakeAlert24
 from .slow_alert24 import SlowAlert24
-
-# How far past the budget an answer may come: the clock of one test process, not of the adapter.
-SLACK = 0.15
 
 
 @pytest.mark.parametrize(
@@ -43,26 +42,52 @@ SLACK = 0.15
         ),
     ],
 )
-def test_whole_answer_fits_the_time_budget(tmp_path, fake, env, ledger_locked, status):
-    """Slow connects, slow answers and retries, then a ledger write: the answer still comes within the budget."""
+def test_whole_answer_fits_the_time_budget(tmp_path, monkeypatch, fake, env, ledger_locked, status):
+    """Slow connects, slow answers and retries, then a ledger write: every wait of the webhook is given a deadline
+    within its budget, from when the request arrived, and sending's ends early enough for the ledger's write."""
     with SlowAlert24(**fake) as alert24:
         config = make_config(
             ALERT24_API_URL=alert24.url, ALERT24_RETRIES="10", LEDGER_URL=f"sqlite://{tmp_path}/ledger.db", **env
         )
         app = create_app(config, metrics=Metrics())
+        forwarder = app.extensions["alert24_adapter"].forwarder
+        deadlines = spy_deadlines(monkeypatch, forwarder)
         hog = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None, timeout=0)
         if ledger_locked:
             hog.execute("BEGIN EXCLUSIVE")
         headers = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
-        started = time.monotonic()
         try:
             r = app.test_client().post("/alertmanager", data=json.dumps(payload("firing-single")), headers=headers)
         finally:
-            took = time.monotonic() - started
             hog.close()
     budget = float(env["WEBHOOK_TIME_BUDGET"])
+    answer_by = deadlines["started"] + budget
     assert r.status_code == status
-    assert took <= budget + SLACK, f"answered after {took:.2f} s, budget {budget:g} s"
+    assert deadlines["send"] == [answer_by - min(LEDGER_SHARE_MAX, LEDGER_SHARE * budget)]
+    assert deadlines["record"] == ([answer_by] if status == 200 else [])
+
+
+def spy_deadlines(monkeypatch, forwarder) -> dict:
+    """The deadlines (time.monotonic) a webhook hands its calls to Alert24 and its ledger write, and when it began."""
+    seen: dict = {"send": [], "record": []}
+    forward, send, record = forwarder.forward, forwarder.client.send, forwarder.ledger.record
+
+    def spied_forward(notification, target, request_id="", started=None):
+        seen["started"] = started
+        return forward(notification, target, request_id, started)
+
+    def spied_send(events, integration_key, deadline, request_id=""):
+        seen["send"].append(deadline)
+        return send(events, integration_key, deadline, request_id)
+
+    def spied_record(route, events, now, deadline=None, *args, **kwargs):
+        seen["record"].append(deadline)
+        return record(route, events, now, deadline, *args, **kwargs)
+
+    monkeypatch.setattr(forwarder, "forward", spied_forward)
+    monkeypatch.setattr(forwarder.client, "send", spied_send)
+    monkeypatch.setattr(forwarder.ledger, "record", spied_record)
+    return seen
 
 
 def webhook(client, name):
@@ -114,3 +139,91 @@ def test_a_dry_run_in_the_rest_format_answers_the_exact_requests(tmp_path):
     [resolve] = webhook(client, "resolved-single").json["would_send"]
     assert (resolve["method"], resolve["path"]) == ("PUT", "/api/v1/incidents/{id}")
     assert resolve["body"]["status"] == "resolved"
+
+
+# -- the webhook when the ledger fails: each fallback ------------------------------------------------------------
+
+
+def _fail(*args, **kwargs):
+    raise LedgerError("the ledger (test) failed: disk I/O error")
+
+
+def ledger_app(fake, tmp_path, wire="events", **env):
+    env = {"RESEND_INTERVAL": "1h", "LEDGER_URL": f"sqlite://{tmp_path}/l.db", **env}
+    config = make_config(ALERT24_API_URL=fake.url, ALERT24_FORMAT=wire, **env)
+    return create_app(config, metrics=Metrics())
+
+
+def failing(monkeypatch, app, *calls):
+    """These ledger calls of the app fail from now on."""
+    for name in calls:
+        monkeypatch.setattr(app.extensions["alert24_adapter"].forwarder.ledger, name, _fail)
+
+
+def ledger_errors(app, operation):
+    registry = app.extensions["alert24_adapter"].metrics.registry
+    return registry.get_sample_value("alert24_adapter_ledger_errors_total", {"operation": operation})
+
+
+def test_a_lookup_that_fails_sends_the_unchanged_trigger_again(tmp_path, monkeypatch):
+    """Events format: the ledger cannot be read, so nothing is proven and the repeat is sent (and accepted)."""
+    with FakeAlert24() as fake:
+        app = ledger_app(fake, tmp_path)
+        assert webhook(app.test_client(), "firing-single").json["accepted"] == 1
+        failing(monkeypatch, app, "state")
+        again = webhook(app.test_client(), "firing-single")
+        posts = len(fake.calls("POST"))
+    assert (again.status_code, again.json["accepted"], again.json.get("unchanged", 0)) == (200, 1, 0)
+    assert posts == 2 and ledger_errors(app, "lookup") == 1
+
+
+@pytest.mark.parametrize(
+    "broken, calls",
+    [
+        pytest.param(("state",), [("GET", "inc_0001")], id="lookup-fails-the-lifecycle-reads-its-records-and-checks"),
+        pytest.param(("state", "rest_records"), [("GET", "incidents")], id="no-records-degraded-it-looks-up-by-tag"),
+    ],
+)
+def test_a_rest_lookup_that_fails_never_creates_a_second_incident(tmp_path, monkeypatch, broken, calls):
+    """REST format: with the ledger's read gone, the repeat is checked by its id (the lifecycle's own read of its
+    records) or, with those gone too (degraded), looked up by its tag and adopted; never created again."""
+    with FakeAlert24(rest=True) as fake:
+        app = ledger_app(fake, tmp_path, "rest")
+        assert webhook(app.test_client(), "firing-single").json["accepted"] == 1
+        before = len(fake.calls())
+        failing(monkeypatch, app, *broken)
+        again = webhook(app.test_client(), "firing-single")
+        made = [(c["method"], c["path"].split("?")[0].rsplit("/", 1)[-1]) for c in fake.calls()[before:]]
+        resolved = webhook(app.test_client(), "resolved-single")
+        left_open = fake.open_incidents()
+    assert (again.status_code, again.json["accepted"]) == (200, 1)
+    assert made == calls
+    assert resolved.status_code == 200 and left_open == []
+    assert ledger_errors(app, "lookup") == 2
+
+
+def test_the_rest_format_without_a_ledger_looks_every_incident_up(tmp_path):
+    """Degraded from the start (no ledger): each trigger is looked up by its tag before a create, so the repeat
+    adopts the incident; the resolve finds it by its tag too."""
+    with FakeAlert24(rest=True) as fake:
+        (tmp_path / "a-file").write_text("")
+        unwritable = str(tmp_path / "a-file" / "state")
+        config = make_config(ALERT24_API_URL=fake.url, ALERT24_FORMAT="rest", STATE_DIRECTORY=unwritable)
+        client = create_app(config, metrics=Metrics()).test_client()
+        answers = [webhook(client, name).status_code for name in ("firing-single", "firing-single", "resolved-single")]
+        calls = [c["method"] for c in fake.calls()]
+        left_open = fake.open_incidents()
+    assert answers == [200, 200, 200]
+    assert calls == ["GET", "POST", "GET", "GET", "PUT"] and left_open == []
+
+
+def test_a_budget_the_ledger_cannot_keep_is_kept_by_the_process(tmp_path, monkeypatch):
+    """ALERT24_RATE_LIMIT=1 on a ledger that fails: the process's own budget grants one event, then none."""
+    with FakeAlert24() as fake:
+        app = ledger_app(fake, tmp_path, ALERT24_RATE_LIMIT="1", RESEND_INTERVAL="0")
+        failing(monkeypatch, app, "take")
+        first = webhook(app.test_client(), "firing-two-instances")
+        second = webhook(app.test_client(), "firing-two-instances")
+    assert (first.status_code, first.json["accepted"], first.json["deferred"]) == (503, 1, 1)
+    assert (second.status_code, second.json["accepted"], second.json["deferred"]) == (503, 0, 2)
+    assert ledger_errors(app, "budget") == 2

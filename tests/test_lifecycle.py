@@ -8,14 +8,15 @@ import time
 
 import pytest
 
-from adapter import rest
-from adapter.alert24 import ACCEPTED, FAILED, REJECTED, UNCHANGED, Alert24Client
+from adapter import pipeline, rest
+from adapter.alert24 import ACCEPTED, FAILED, REJECTED, UNCHANGED, Alert24Client, Delivery
 from adapter.alertmanager import parse
+from adapter.channel import RestChannel
 from adapter.errors import LedgerError
 from adapter.ledger import SqliteLedger
 from adapter.lifecycle import Lifecycle
 from adapter.mapping import EventRules, map_notification
-from adapter.traffic import Backpressure, Settings, decide
+from adapter.traffic import Backpressure
 
 from .conftest import API_KEY, payload
 from .fake_alert24 import FakeAlert24
@@ -57,7 +58,7 @@ def ledger(tmp_path):
 @pytest.fixture
 def deliver(client, ledger):
     """Deliver events to the default route as one webhook does, within a 3 s budget: decided from what the ledger
-    knows (traffic.decide), and what Alert24 accepted recorded after."""
+    knows (pipeline.decide), and what Alert24 accepted recorded after."""
 
     def _deliver(*events, store=ledger, budget=3.0, lease=4.0, interval=3600.0):
         return webhook(client, store, list(events), budget, lease, interval)
@@ -66,14 +67,20 @@ def deliver(client, ledger):
 
 
 def webhook(client, store, events, budget=3.0, lease=4.0, interval=3600.0, route=""):
-    """One webhook's events through the REST lifecycle as the forwarder sends them."""
+    """One webhook's events as the forwarder sends them in the rest format: decided from what the ledger knows
+    (pipeline.decide), the sends through the REST channel, and what Alert24 accepted recorded after. One Delivery per
+    event, in order: a skipped one UNCHANGED."""
     now = time.time()
     try:
-        known = store.known(route, [e.dedup_key for e in events]) if store is not None else {}
+        known, records = store.state(route, [e.dedup_key for e in events], rest=True) if store else ({}, None)
     except LedgerError:
-        known = {}
-    choices = [decide(known.get(e.dedup_key), e, now, Settings(interval)) for e in events]
-    out = Lifecycle(client, store, route, time.monotonic() + budget, "rid-1", lease=lease).deliver(events, choices)
+        known, records = {}, None
+    choices = pipeline.decide(events, known, now, interval, records, "rest")
+    order = pipeline.unpaced(choices).order
+    channel = RestChannel(client, store, route, lease, records)
+    sent = channel.send([events[i] for i in order], [choices[i] for i in order], time.monotonic() + budget, "rid-1")
+    answered = dict(zip(order, sent, strict=True))
+    out = [answered.get(i) or Delivery(e, UNCHANGED, None, 0, 0.0, choices[i].reason) for i, e in enumerate(events)]
     with contextlib.suppress(LedgerError):
         if store is not None:
             accepted = [d.event for d in out if d.outcome == ACCEPTED]

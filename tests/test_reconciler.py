@@ -14,7 +14,7 @@ from adapter.metrics import Metrics
 from adapter.reconciler import FAILED, NOTHING_TO_DO, RESOLVED, SKIPPED, stale
 
 from .conftest import API_URL, INTEGRATION_KEY, SECRET, make_config, payload
-from .test_ledger import event
+from .ledgers import event
 
 AM1, AM2 = "http://am1.test:9093", "http://am2.test:9093"
 GRACE = 600.0
