@@ -623,19 +623,19 @@ def wire_loads(procs: Processes, workdir: Path, args, results: dict) -> None:
         "STATE_DIRECTORY": str(workdir / "wire-state"),
     }
     adapter = Gunicorn(procs, "wire-adapter", "wsgi:app", env)
+    # The same at default settings but without the delivery history: what keeping it costs.
+    bare_env = {**env, "STATE_DIRECTORY": str(workdir / "wire-state-no-history"), "HISTORY_RETENTION": "0"}
+    no_history = Gunicorn(procs, "wire-adapter-no-history", "wsgi:app", bare_env)
     node = Node(procs, "wire-article-adapter", "article-adapter.js", {**env, **NODE_ENV})
     bodies = {}
     for name, alerts, new in WIRE:
         bodies[name] = workdir / f"wire-{name}.json"
         bodies[name].write_bytes(payload(alerts, tag="wire", new=new))
-    for server in (adapter, node):
+    servers = (("adapter", adapter), ("no-history", no_history), ("node", node))
+    for _, server in servers:
         wrk(f"{server.url}/alertmanager", bodies["new-1"], 2, args.connections)
-    runs: dict[str, dict[str, list[dict]]] = {name: {"adapter": [], "node": []} for name, _, _ in WIRE}
-    order = [
-        (name, alerts, who, server)
-        for name, alerts, _ in WIRE
-        for who, server in (("adapter", adapter), ("node", node))
-    ]
+    runs: dict[str, dict[str, list[dict]]] = {name: {who: [] for who, _ in servers} for name, _, _ in WIRE}
+    order = [(name, alerts, who, server) for name, alerts, _ in WIRE for who, server in servers]
     for r in range(args.rounds):
         for name, alerts, who, server in order if r % 2 == 0 else list(reversed(order)):
             run = saturate(server, fake, bodies[name], alerts, args.seconds, args.connections)
@@ -648,7 +648,7 @@ def wire_loads(procs: Processes, workdir: Path, args, results: dict) -> None:
     for name, _, new in WIRE:
         for who, rs in runs[name].items():
             assert all(run["non2xx"] == 0 and run["errors"] == 0 for run in rs), f"{name} {who}: non-2xx answers"
-        for run in runs[name]["adapter"]:
+        for run in runs[name]["adapter"] + runs[name]["no-history"]:
             # Every new alert reaches Alert24; a resent group's known alerts only until the ledger holds them.
             assert run["events"] >= run["delivered"] * new, f"{name}: events lost"
             if new == run["alerts"]:
@@ -725,6 +725,16 @@ def report_wire(r: dict) -> None:
             f"| {' / '.join(f'{c:.3f}' for c in cpus)} | {cpus[-1] / cpus[0]:.2f}x "
             f"| {statistics.median(run['cpu_ms_per_webhook'] for run in n):.3f} | {calls[0]:.2f}, {calls[1]:.2f} |"
         )
+    if all("no-history" in runs for runs in r["wire"].values()):
+        print(
+            "\n| the delivery history's cost | CPU ms/webhook, history kept | without (HISTORY_RETENTION=0) | ratio |"
+        )
+        print("|---|---|---|---|")
+        for name, runs in r["wire"].items():
+            kept, bare = (
+                statistics.median(run["cpu_ms_per_webhook"] for run in runs[w]) for w in ("adapter", "no-history")
+            )
+            print(f"| {name} | {kept:.3f} | {bare:.3f} | {kept / bare:.2f}x |")
     if "storm" in r:
         sa, sn = r["storm"]["adapter"], r["storm"]["node"]
         cpus = [run["cpu_ms_per_webhook"] for run in r["storm_runs"]["adapter"]]
