@@ -263,12 +263,13 @@ def answer(report: Report, notification: alertmanager.Notification):
     """Turn a Report into the HTTP answer Alertmanager acts on, and record it."""
     rt = runtime()
     body = report.summary()
+    status = report.status
     if report.error is not None:
         body = {"error": report.error.message, **body}
-        status, outcome = report.error.status, "failed" if report.error.retryable else "rejected"
+        outcome = "failed" if report.error.retryable else "rejected"
     else:
         body = {"ok": True, **body}
-        status, outcome = 200, "dry_run" if report.dry_run else "delivered"
+        outcome = "dry_run" if report.dry_run else "delivered"
         if report.dry_run:
             body["dry_run"] = True
             body["would_send"] = report.requests if report.requests is not None else [e.body() for e in report.events]
