@@ -131,6 +131,40 @@ def entry(
     return Entry(at, kind, route, receiver, group_key, request_id, status, replica, tuple(kept))
 
 
+def pass_entry(
+    at: float, request_id: str, outcome: str, resolves: Sequence[tuple[object, object]], replica: str
+) -> Entry:
+    """A reconciler pass's entry: `resolves` (ledger.Entry, alert24.Delivery) are the resolves it sent, `outcome`
+    the pass's (its HTTP-like status: 200 when it ran, 503 when it failed or was skipped)."""
+    alerts = []
+    for incident, delivery in resolves:
+        sent = {
+            "fingerprint": incident.fingerprints[0] if incident.fingerprints else "",
+            "status": "resolved",
+            "route": incident.route or "default",
+            "decision": SENT,
+            "reason": "reconciled",
+            "dedup_key": incident.dedup_key,
+            "action": "resolve",
+            "alertname": incident.alertname,
+            "severity": incident.severity,
+            "open_since": incident.first_seen,
+            "result": delivery.outcome,
+            "status_code": delivery.status,
+            "attempts": delivery.attempts,
+            "seconds": delivery.seconds,
+            "detail": delivery.detail,
+            "alert24_request_id": delivery.request_id,
+            "incident_id": delivery.incident_id,
+            "labels": {"alertname": incident.alertname},
+            "annotations": {"summary": incident.summary[:MAX_VALUE]},
+        }
+        sent["outcome"] = word(sent)
+        alerts.append(sent)
+    status = 200 if outcome in ("resolved", "nothing_to_do") else 503
+    return Entry(at, RECONCILER, "", "", outcome, request_id, status, replica, tuple(alerts))
+
+
 # -- filters ---------------------------------------------------------------------------------------------------
 
 
