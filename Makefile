@@ -10,6 +10,8 @@ PROD_STAMP := $(PROD)/.installed
 # The lowest versions setup.cfg allows, for the unit tests.
 LOWEST ?= .venv-lowest
 PACKAGE := setup.cfg pyproject.toml README.md $(shell find adapter -type f ! -name '*.pyc' ! -path '*/__pycache__/*')
+# Tests run on one process per core, at most 4: the end-to-end ones mostly wait on the processes they drive.
+PARALLEL := --numprocesses auto --maxprocesses 4
 LOCK_FLAGS := --quiet --extra postgresql --generate-hashes --universal --python-version 3.10 --custom-compile-command "make lock"
 
 .PHONY: run test lint lock lock-check lowest production unit e2e bench system-packages clean
@@ -40,7 +42,7 @@ run: $(PROD_STAMP)
 ## Everything CI checks: lint, the lock, the unit tests on the lowest versions allowed, then unit, property and
 ## end-to-end tests, the end-to-end ones against the production install.
 test: $(STAMP) system-packages lint lock-check lowest $(PROD_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -48,6 +50,7 @@ lint: $(STAMP)
 	$(BIN)/uv pip compile --quiet --no-deps --no-header --no-annotate --extra postgresql setup.cfg -o $(VENV)/direct.txt
 	$(BIN)/deptry . --requirements-files $(VENV)/direct.txt
 	$(BIN)/hadolint Containerfile
+	$(BIN)/yamllint --strict deploy/ .yamllint
 
 ## Refresh requirements.txt from setup.cfg (keeps current pins where they still fit; `make lock UPGRADE=1` upgrades).
 lock: $(STAMP)
@@ -63,15 +66,15 @@ lowest: $(STAMP) system-packages
 	rm -rf $(LOWEST)
 	$(BIN)/uv venv --quiet --python $(PYTHON) $(LOWEST)
 	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct '.[postgresql]'
-	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python 'pytest>=7.4' 'responses>=0.25' 'hypothesis>=6.90'
+	$(BIN)/uv pip install --quiet --python $(LOWEST)/bin/python 'pytest>=7.4' 'pytest-xdist>=3.5' 'responses>=0.25' 'hypothesis>=6.90'
 	$(BIN)/uv pip list --python $(LOWEST)/bin/python | grep -iE '^(flask|werkzeug|requests|urllib3|gunicorn|gevent|prometheus.client|pyyaml|psycopg) ' || true
-	$(LOWEST)/bin/python -m pytest -q -m 'not e2e' -p no:cacheprovider
+	$(LOWEST)/bin/python -m pytest -q -m 'not e2e' -p no:cacheprovider $(PARALLEL)
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m 'not e2e'
+	$(BIN)/python -m pytest -m 'not e2e' $(PARALLEL)
 
 e2e: $(STAMP) system-packages $(PROD_STAMP)
-	$(BIN)/python -m pytest -m e2e
+	$(BIN)/python -m pytest -m e2e $(PARALLEL)
 
 system-packages:
 	bash .ci/system-packages

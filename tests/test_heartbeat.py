@@ -587,21 +587,22 @@ def test_render_without_a_heartbeat_url_shows_the_watchdog_as_an_event(cli_env, 
     assert "heartbeat" not in out and "event 1 of 1: trigger" in out
 
 
-def readme_block(after: str, language: str) -> str:
-    """The first fenced block of `language` in the README after the text `after`."""
-    text = (ROOT / "README.md").read_text()
+def docs_block(page: str, after: str, language: str) -> str:
+    """The first fenced block of `language` in docs/`page` after the text `after`."""
+    text = (ROOT / "docs" / page).read_text()
     start = text.index(f"```{language}\n", text.index(after)) + len(language) + 4
     return text[start : text.index("```\n", start)]
 
 
-def test_the_readme_watchdog_route_is_valid_alertmanager_configuration(tmp_path):
-    """The README's route for the Watchdog: accepted by amtool, its own route, resent every minute at once."""
-    config = yaml.safe_load(readme_block("**2. Alertmanager**", "yaml"))
+def test_the_documented_watchdog_route_is_valid_alertmanager_configuration(tmp_path):
+    """The Watchdog's route in docs/alertmanager.md: accepted by amtool, its own route, resent every minute at
+    once."""
+    config = yaml.safe_load(docs_block("alertmanager.md", "<!-- watchdog-route -->", "yaml"))
     [route] = config["route"]["routes"]
     assert (route["group_wait"], route["repeat_interval"]) == ("0s", "1m")
     assert heartbeat.is_heartbeat({"alertname": "Watchdog"}, parse_matchers(route["matchers"][0]))
     assert config["receivers"][0]["webhook_configs"][0]["send_resolved"] is True
-    # The README shows the Watchdog's receiver only; the default one is the one of "Point Alertmanager at it".
+    # The snippet shows the Watchdog's receiver only; the default one is the page's first receiver.
     config["receivers"].append({"name": config["route"]["receiver"], "webhook_configs": [{"url": "http://x/"}]})
     (tmp_path / "am.yml").write_text(yaml.safe_dump(config))
     result = subprocess.run(
@@ -610,8 +611,9 @@ def test_the_readme_watchdog_route_is_valid_alertmanager_configuration(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_readme_watchdog_rule_is_a_valid_prometheus_rule(tmp_path):
-    rule = yaml.safe_load(readme_block("**1. Prometheus**", "yaml"))
+def test_the_documented_watchdog_rule_is_a_valid_prometheus_rule(tmp_path):
+    """The Watchdog rule in docs/heartbeat.md: promtool accepts it, and the default matchers take it."""
+    rule = yaml.safe_load(docs_block("heartbeat.md", "**1. Prometheus**", "yaml"))
     (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "watchdog", "rules": rule}]}))
     result = subprocess.run(
         [binary("promtool"), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True, timeout=30

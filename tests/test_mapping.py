@@ -1,4 +1,4 @@
-"""The mapping module: one Alertmanager alert in, one Alert24 event out, by the rules in the README."""
+"""The mapping module: one Alertmanager alert in, one Alert24 event out, by the rules in docs/mapping.md."""
 
 import dataclasses
 import hashlib

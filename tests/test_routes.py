@@ -188,9 +188,10 @@ def test_shipped_example_file_is_valid(tmp_path):
 
 
 def readme_example() -> str:
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- urgency-example -->\s*```yaml\n(.*?)```", readme, re.S)
-    assert block, "the README's urgency example is marked with <!-- urgency-example -->"
+    """The urgency example of docs/routes.md."""
+    page = (ROOT / "docs" / "routes.md").read_text()
+    block = re.search(r"<!-- urgency-example -->\s*```yaml\n(.*?)```", page, re.S)
+    assert block, "the urgency example of docs/routes.md is marked with <!-- urgency-example -->"
     return block.group(1)
 
 

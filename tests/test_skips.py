@@ -295,7 +295,7 @@ def test_every_firing_episode_ends_paged_and_every_resolve_ends_it(tmp_path_fact
     writes that fail: after each notification Alert24 holds the alert's incident open exactly while it fires.
 
     `return` is an alert that Alertmanager resolved on resolve_timeout coming back with its old startsAt: its resolve
-    went through one replica, and the return is proven only to that replica's ledger (README, Replicas)."""
+    went through one replica, and the return is proven only to that replica's ledger (docs/ledger.md, "Replicas")."""
     directory = tmp_path_factory.mktemp("replicas")
     with FakeAlert24(rest=rest) as fake, pytest.MonkeyPatch.context() as patch:
         apps = [replica(fake, directory / str(i)) for i in range(replicas)]

@@ -426,6 +426,7 @@ class Nginx:
             ("listen 443 ssl;", f"listen 127.0.0.1:{self.port} ssl;"),
             ("/etc/ssl/certs/alert24-adapter.example.com.pem;", f"{self.ca_file};"),
             ("/etc/ssl/private/alert24-adapter.example.com.key;", f"{self.key_file};"),
+            ("/var/log/nginx/alert24-adapter.access.log ", f"{workdir / 'site-access.log'} "),
         ):
             assert old in site, f"the shipped nginx site no longer has {old!r}"
             site = site.replace(old, new)

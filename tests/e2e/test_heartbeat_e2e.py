@@ -8,7 +8,7 @@ from .harness import Alertmanager, wait_until
 
 TOKEN = "e2e-heartbeat-token-7f3a"
 WATCHDOG = ("alertname=Watchdog", "severity=none")
-# The README's Watchdog route, with its intervals shortened from a minute to a second.
+# The Watchdog route of docs/alertmanager.md, with its intervals shortened from a minute to a second.
 FAST = {"group_wait": "0s", "group_interval": "1s", "repeat_interval": "1s"}
 IN_FLIGHT = 2.5  # a webhook Alertmanager sent just before it stopped may still ping (the ping's timeout is 2 s)
 
