@@ -406,7 +406,7 @@ class Lifecycle:
                 if number and self.deadline - time.monotonic() < SCAN_RESERVE:
                     break
                 pages += 1
-                answer = tally.add(self._call(rest.page(self.api_url, number)))
+                answer = tally.add(self._call(rest.page(self.api_url, number)), lookup=True)
                 read = rest.listed(answer.body) if answer.outcome == ACCEPTED else None
                 if read is None:
                     if answer.outcome == ACCEPTED:
@@ -494,10 +494,12 @@ class _Tally:
         self.last_failure: Answer | None = None
         self.failure_detail = ""
 
-    def add(self, answer: Answer) -> Answer:
+    def add(self, answer: Answer, lookup: bool = False) -> Answer:
+        """One more call for the event. The Delivery's status is its own writes' (a lookup's only when it failed, or
+        when nothing else was called): a resolve's 404 stays what it reports after the sweep that follows it."""
         self.attempts += answer.attempts
         self.seconds += answer.seconds
-        if answer.status is not None:
+        if answer.status is not None and (not lookup or self.status is None or answer.outcome != ACCEPTED):
             self.status = answer.status
         if answer.request_id:
             self.request_id = answer.request_id

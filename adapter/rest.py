@@ -120,12 +120,12 @@ def step(record: Record | None, event: Event, now: float, lease: float, choice: 
     was lost. A trigger for a key with an incident id is skipped, or updated where its title or severity changed,
     only where decide() proves the incident open for the same firing episode; otherwise the incident is checked
     at Alert24 by its id first. A resolve of it is a PUT on its id, and also of any other open incident of the key
-    on the route unless decide() proves the id this episode's; a resolve decide() finds a duplicate of one Alert24
-    accepted is skipped. A claim on the key is another process creating its incident: while fresh (younger
-    than `lease` seconds) it is waited for. A create whose answer was lost (an uncertain claim) may still be under
-    way at Alert24: until its lease has passed, the incident is only looked up (`pending`), never created again
-    nor taken as gone; after it, and after a claim gone stale (its process gave up or died), it is looked up and
-    created when not found.
+    on the route (no ledger of one replica proves that no other replica opened one); a resolve decide() finds a
+    duplicate of one Alert24 accepted is skipped. A claim on the key is another process creating its incident:
+    while fresh (younger than `lease` seconds) it is waited for. A create whose answer was lost (an uncertain
+    claim) may still be under way at Alert24: until its lease has passed, the incident is only looked up
+    (`pending`), never created again nor taken as gone; after it, and after a claim gone stale (its process gave up
+    or died), it is looked up and created when not found.
     """
     trigger = event.action == "trigger"
     if record is not None and record.incident_id:
@@ -137,7 +137,9 @@ def step(record: Record | None, event: Event, now: float, lease: float, choice: 
                 # The id may be an earlier episode's, its resolve unseen here: this episode's incident is looked for.
                 why = "id known, but not proven to be this episode's incident"
                 return Step(RESOLVE, why, record.incident_id, sweep=True)
-            return Step(RESOLVE, "open, id known", record.incident_id)
+            # Even this episode's id leaves room for another: a replica with a ledger of its own may have opened one
+            # for the same episode (its resolve, then its return, went through that replica). So it is swept for too.
+            return Step(RESOLVE, "open, id known; the key's other open incidents swept", record.incident_id, sweep=True)
         if choice is None or not choice.proven:
             why = _CHECKED.get(choice.reason, "nothing proves the incident open") if choice else "nothing proven"
             return Step(CHECK, why, record.incident_id)

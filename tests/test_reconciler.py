@@ -386,6 +386,8 @@ def test_a_stale_incident_of_the_rest_format_is_resolved_by_a_put_on_its_id(setu
     ledger.record("", [event("a")], 1000.0)
     ledger.rest_open("", "a", "inc_1", "disk full", "high")
     mock.add(responses.PUT, f"{API_URL}/inc_1", json={"data": {"id": "inc_1", "status": "resolved"}})
+    # Then the key's other open incidents are swept: another replica's ledger may have opened one.
+    mock.add(responses.GET, API_URL, json={"data": [], "meta": {"total": 0}})
     am(mock, AM1, [])
     am(mock, AM2, [])
     reconciler.run_pass()
@@ -393,6 +395,7 @@ def test_a_stale_incident_of_the_rest_format_is_resolved_by_a_put_on_its_id(setu
     assert reconciler.run_pass().outcome == RESOLVED
     [put] = [c for c in mock.calls if c.request.method == "PUT"]
     assert json.loads(put.request.body)["status"] == "resolved"
+    assert [c.request.method for c in mock.calls if c.request.url.startswith(API_URL)] == ["PUT", "GET"]
     assert not sent(mock), "no event is posted in the rest format"
     assert ledger.entries() == [] and ledger.rest_records("", ["a"]) == {}
 

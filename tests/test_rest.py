@@ -307,8 +307,8 @@ def changed(**fields):
             RESOLVED,
             NOW,
             Choice(SEND, RESOLVE_, 0, proven=True),
-            Step(RESOLVE, "open, id known", "inc_1"),
-            id="resolve-of-this-episodes-incident-puts",
+            Step(RESOLVE, "open, id known; the key's other open incidents swept", "inc_1", sweep=True),
+            id="resolve-of-this-episodes-incident-puts-and-sweeps",
         ),
         pytest.param(
             KNOWN,

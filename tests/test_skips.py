@@ -9,7 +9,7 @@ import sqlite3
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from adapter import create_app
@@ -290,6 +290,17 @@ STEP = st.tuples(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(rest=st.booleans(), replicas=st.integers(1, 3), steps=st.lists(STEP, min_size=1, max_size=12))
+# Fired through replica 1, resolved and returned through replica 2 (a second incident there), resolved through 1.
+@example(
+    rest=True,
+    replicas=3,
+    steps=[
+        ("fire", 1, False, False),
+        ("resolve", 2, False, False),
+        ("return", 1, False, False),
+        ("resolve", 1, False, False),
+    ],
+)
 def test_every_firing_episode_ends_paged_and_every_resolve_ends_it(tmp_path_factory, rest, replicas, steps):
     """Any interleaving of fire, resolve and re-fire over K replicas with ledgers of their own, HA copies, and ledger
     writes that fail: after each notification Alert24 holds the alert's incident open exactly while it fires.
