@@ -327,3 +327,22 @@ def test_pruning_keeps_the_retention_and_the_newest_rows(app):
     ledger.housekeep(NOW)
     assert [e.at for e in ledger.history(Filters(limit=0))] == [NOW, NOW - 1, NOW - 2]
     assert pruned == [3]
+
+
+def test_a_history_write_that_fails_never_changes_the_answer(app, monkeypatch):
+    """The entry goes with the record stage's write: when that fails, the webhook is answered as it would be, and the
+    failure is counted (history rows failed, ledger errors of the record)."""
+    from adapter.errors import LedgerError
+
+    forwarder = app.extensions["alert24_adapter"].forwarder
+
+    def broken(*args, **kwargs):
+        raise LedgerError("the ledger (sqlite) failed: disk I/O error")
+
+    monkeypatch.setattr(forwarder.ledger, "record", broken)
+    answer = post(app, payload("firing-single"))
+    assert answer.status_code == 200 and answer.json["accepted"] == 1
+    metrics = app.extensions["alert24_adapter"].metrics
+    assert metrics.history_rows.labels("failed")._value.get() == 1
+    assert metrics.history_rows.labels("written")._value.get() == 0
+    assert metrics.ledger_errors.labels("record")._value.get() == 1
