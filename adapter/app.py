@@ -182,6 +182,10 @@ class Runtime:
         forwarder.client, forwarder.time_budget, forwarder.dry_run = client, config.time_budget, config.dry_run
         forwarder.resend_interval, forwarder.rate_limit = config.resend_interval, config.rate_limit
         forwarder.refresh_every = refresh_every(config.reconcile_grace)
+        forwarder.history = config.history_on and forwarder.ledger is not None
+        if forwarder.ledger is not None:
+            forwarder.ledger.history_retention = config.history_retention
+            forwarder.ledger.history_max_rows = config.history_max_rows
         if self.reconciler is not None:
             self.reconciler.client = client
             self.reconciler.api = AlertmanagerAPI(config) if config.reconciler_on else None
@@ -259,6 +263,7 @@ def create_app(
         resend_interval=config.resend_interval,
         rate_limit=config.rate_limit,
         refresh_every=refresh_every(config.reconcile_grace),
+        history=config.history_on,
     )
     if forwarder.heartbeat is not None:
         log.info(
@@ -366,6 +371,8 @@ def _ledger(config: Config, metrics: Metrics) -> Ledger | None:
         return None
     ledger = open_ledger(config.ledger_url, config.ledger_display())
     ledger.accepted_retention = max(config.resend_interval, 60.0)
+    ledger.history_retention, ledger.history_max_rows = config.history_retention, config.history_max_rows
+    ledger.on_history_pruned = metrics.history_rows.labels("pruned").inc
     try:
         ledger.setup()
     except LedgerError as exc:

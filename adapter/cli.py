@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ from datetime import datetime, timezone
 from importlib import resources
 from urllib.parse import urlsplit
 
-from . import alertmanager, heartbeat, pipeline, rest
+from . import alertmanager, heartbeat, history, pipeline, rest
 from .config import from_env
 from .errors import AdapterError, ConfigError, LedgerError
 from .outcome import UNCHANGED, Outcome, per_event
@@ -74,6 +75,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--severity", default="critical", help="severity label of the test alert (default: critical)")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for each answer (default: 15)")
     p.set_defaults(run=send_test)
+
+    p = commands.add_parser(
+        "history",
+        help="list what the adapter received, decided and sent, newest first",
+        description="The delivery history, from the ledger's store: one line per alert of each notification (and "
+        "of each reconciler pass), with what was decided for it and what Alert24 answered. Filters combine.",
+    )
+    _history_filters(p)
+    p.add_argument("--limit", type=int, default=50, help="at most this many notifications (default 50; 0: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per notification")
+    p.set_defaults(run=show_history)
+
+    p = commands.add_parser(
+        "explain",
+        help="tell the story of one alert: every notification that carried it, and whether it paged",
+        description="Why an alert paged, or did not: every notification that carried it, what was decided each "
+        "time and why, what Alert24 answered, what the ledger holds now and what the reconciler would do, then a "
+        "one-line verdict. ALERT is a fingerprint, an alertname with labels (DiskFull instance=db-1, or "
+        'DiskFull{instance="db-1"}), or a dedup key.',
+    )
+    p.add_argument("alert", nargs="+", help="the alert: a fingerprint, an alertname with labels, or a dedup key")
+    p.add_argument("--since", default="", help="only notifications since then: 30m, 2h, 7d or an RFC 3339 time")
+    p.add_argument("--json", action="store_true", help="print the notifications and the verdict as JSON")
+    p.set_defaults(run=explain)
 
     p = commands.add_parser(
         "incidents",
@@ -574,6 +599,125 @@ def reconcile(args) -> int:
     absent = len(verdict.resolve) + len(verdict.waiting) + len(verdict.newly_absent)
     print(f"{absent} absent incident(s); {len(verdict.resolve)} {verb}", file=sys.stderr)
     return 0 if report.outcome != FAILED else 1
+
+
+def _history_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--alertname", default="", help="alerts of this alertname")
+    p.add_argument("--fingerprint", default="", help="the alert of this fingerprint")
+    p.add_argument("--dedup-key", default="", help="alerts of this dedup key")
+    p.add_argument("--route", default="", help="alerts of this route (default: plain /alertmanager)")
+    p.add_argument("--since", default="", help="since then: 30m, 2h, 7d or an RFC 3339 time (default: all kept)")
+    p.add_argument("--outcome", default="", choices=("", *history.OUTCOMES), help="alerts that came to this")
+
+
+def _history(config, ledger, filters: history.Filters) -> list[history.Entry] | None:
+    """The history's entries, or None once it is said why there are none to read."""
+    if not config.history_on:
+        print("alert24-adapter: no delivery history: HISTORY_RETENTION is 0", file=sys.stderr)
+        return None
+    try:
+        return ledger.history(filters)
+    except LedgerError as exc:
+        print(f"alert24-adapter: {exc.message}", file=sys.stderr)
+        return None
+
+
+def show_history(args) -> int:
+    try:
+        since = history.since(args.since, time.time()) if args.since else 0.0
+    except ValueError as exc:
+        print(f"alert24-adapter: {exc}", file=sys.stderr)
+        return 2
+    filters = history.Filters(
+        args.alertname, args.fingerprint, args.dedup_key, args.route, args.outcome, (), since, max(args.limit, 0)
+    )
+    config, ledger = _ledger()
+    if ledger is None:
+        return 1
+    try:
+        entries = _history(config, ledger, filters)
+    finally:
+        ledger.close()
+    if entries is None:
+        return 1
+    for e in entries:
+        if args.json:
+            print(json.dumps(e.to_json()))
+            continue
+        head = f"{_when(e.at)} {e.kind} {e.request_id} answered {e.status or '-'} ({e.replica})"
+        print(head if e.kind == history.WEBHOOK else f"{head}: pass {e.group_key}")
+        for alert in e.alerts:
+            name = alert.get("alertname") or (alert.get("labels") or {}).get("alertname", "-")
+            print(
+                f"  {alert.get('route') or e.route} {name} {alert.get('fingerprint', '')} "
+                f"{alert.get('dedup_key') or '-'} {alert.get('status', '')}: {alert.get('outcome', '')}: "
+                f"{history.decided(alert, e.at)}"
+            )
+    print(f"{len(entries)} notification(s) in {config.ledger_display()}", file=sys.stderr)
+    return 0
+
+
+def explain(args) -> int:
+    spec = " ".join(args.alert)
+    filters = history.alert_filters(spec)
+    try:
+        since = history.since(args.since, time.time()) if args.since else 0.0
+    except ValueError as exc:
+        print(f"alert24-adapter: {exc}", file=sys.stderr)
+        return 2
+    config, ledger = _ledger()
+    if ledger is None:
+        return 1
+    try:
+        entries = _history(config, ledger, dataclasses.replace(filters, since=since))
+        if entries is None:
+            return 1
+        now = _now_of(config, ledger, entries)
+    finally:
+        ledger.close()
+    at = time.time()
+    lines = history.story(entries, now, at)
+    if args.json:
+        print(json.dumps({"alert": spec, "notifications": [e.to_json() for e in entries], "verdict": lines[-1]}))
+    else:
+        print("\n".join(lines))
+    return 0 if entries else 1
+
+
+def _now_of(config, ledger, entries: list[history.Entry]) -> history.Now:
+    """What the ledger holds now for the alert's latest dedup key, and what the reconciler would do with it."""
+    latest = next((a for e in entries for a in e.alerts if a.get("dedup_key")), None)
+    if latest is None:
+        return history.Now()
+    key, name = latest["dedup_key"], latest.get("route") or "default"
+    route = "" if name == "default" else name
+    try:
+        known = ledger.known(route, [key]).get(key)
+    except LedgerError as exc:
+        return history.Now(key, reconciler=f"The ledger cannot be read now: {exc.message}")
+    grace = _duration(config.reconcile_grace)
+    if not config.reconciler_on:
+        would = "The reconciler is off (no ALERTMANAGER_URL): an incident whose resolve never comes stays open."
+    elif known is None or not known.open:
+        would = "The reconciler has nothing to resolve for it."
+    elif known.absent:
+        would = f"The reconciler counts it absent from every Alertmanager: it resolves it once {grace} have passed."
+    else:
+        would = (
+            f"The reconciler leaves it open while an Alertmanager reports it, and resolves it {grace} after the last "
+            "one stops."
+        )
+    if known is None:
+        return history.Now(key, reconciler=would)
+    return history.Now(
+        key,
+        known.open_since,
+        None,
+        known.accepted_at,
+        known.action,
+        known.doubt,
+        would,
+    )
 
 
 def _ledger():

@@ -113,6 +113,8 @@ class Config:
     reconcile_grace: float = 600.0
     prometheus_resend_delay: float = 60.0
     ledger_max_age: float = 30 * 86400.0
+    history_retention: float = 7 * 86400.0  # HISTORY_RETENTION; 0: no delivery history
+    history_max_rows: int = 100_000
     heartbeat_url: str | None = dataclasses.field(default=None, repr=False)
     heartbeat_matchers: tuple[Matcher, ...] = DEFAULT_HEARTBEAT_MATCHERS
     heartbeat_min_interval: float = heartbeat.DEFAULT_MIN_INTERVAL
@@ -128,6 +130,11 @@ class Config:
     @property
     def ledger_on(self) -> bool:
         return self.ledger_url is not None
+
+    @property
+    def history_on(self) -> bool:
+        """The delivery history is kept: in the ledger's store, while HISTORY_RETENTION is above 0."""
+        return self.ledger_on and self.history_retention > 0
 
     def rest_routes(self) -> list[str]:
         """The routes that speak the REST format ("default" for plain /alertmanager), which need the ledger."""
@@ -402,6 +409,9 @@ def _reconciling(
     max_age = env.duration("LEDGER_MAX_AGE", 30 * 86400.0, 60, 10 * 365 * 86400)
     if max_age <= grace:
         env.problem("LEDGER_MAX_AGE must be longer than RECONCILE_GRACE")
+    # The delivery history lives in the ledger's store, whenever there is one.
+    history_retention = env.duration("HISTORY_RETENTION", 7 * 86400.0, 0, 366 * 86400)
+    history_max_rows = int(env.number("HISTORY_MAX_ROWS", 100_000, 100, 10_000_000, integer=True))
     return {
         "alertmanager_urls": urls,
         "alertmanager_token": token,
@@ -415,6 +425,8 @@ def _reconciling(
         "reconcile_grace": grace,
         "prometheus_resend_delay": resend_delay,
         "ledger_max_age": max_age,
+        "history_retention": history_retention,
+        "history_max_rows": history_max_rows,
     }
 
 

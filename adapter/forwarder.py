@@ -10,12 +10,14 @@ that order and keeps what lives longer than a webhook: the client, the ledger, t
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
 from . import heartbeat as beats
-from . import pipeline, rest, traffic
+from . import history, pipeline, rest, traffic
 from . import report as reporting
 from .alert24 import ACCEPTED, UNCHANGED, Alert24Client
 from .alertmanager import Notification
@@ -35,6 +37,8 @@ LEDGER_SHARE, LEDGER_SHARE_MAX = 0.1, 0.5
 # A trigger skipped as unchanged writes its incident's row at most once per this share of RECONCILE_GRACE (and
 # whenever the reconciler counts the incident absent): the reconciler needs "still firing" only at the grace's scale.
 REFRESH_SHARE = 0.1
+# Who kept a history entry: this host (a pod's name) and process.
+REPLICA = f"{socket.gethostname()}/{os.getpid()}"
 
 
 def refresh_every(reconcile_grace: float) -> float:
@@ -89,12 +93,15 @@ class Forwarder:
         resend_interval: float = 0.0,
         rate_limit: int = 0,
         refresh_every: float = 60.0,
+        history: bool = False,
     ):
         self.client = client
         # RESEND_INTERVAL (0: every event is sent) and ALERT24_RATE_LIMIT (0: no budget); a reload sets them anew.
         self.resend_interval, self.rate_limit = resend_interval, rate_limit
         # How often a skipped trigger writes its incident's row at the most: refresh_every(RECONCILE_GRACE).
         self.refresh_every = refresh_every
+        # Whether each webhook is kept in the delivery history (HISTORY_RETENTION, in the ledger's store).
+        self.history = history and ledger is not None
         self.heartbeat = heartbeat
         self.ledger = ledger
         self.recorder = Recorder(ledger)
@@ -120,7 +127,10 @@ class Forwarder:
         hook = self._webhook(target, request_id, planned, started)
         if self.dry_run or client is None:
             ping = (beats.DRY_RUN, None) if planned.beats else None
-            return self._report(hook, notification, pipeline.dry_run(hook.ctx, planned, ping), dry_run=True)
+            outcomes = pipeline.dry_run(hook.ctx, planned, ping)
+            concluded = reporting.conclude(outcomes, 0.0)
+            kept = self._keep(hook, self._entry(hook, notification, outcomes, concluded))
+            return self._report(hook, notification, outcomes, dry_run=True, concluded=concluded, kept=kept)
         knowledge = self._read(hook)
         choices = pipeline.decide(
             planned.events, knowledge.known, hook.ctx.now, self.resend_interval, knowledge.records, target.format
@@ -137,8 +147,9 @@ class Forwarder:
         outcomes = pipeline.outcomes(
             hook.ctx, planned, paced, deliveries, knowledge.known, knowledge.records, ping, hook.notes
         )
-        self._record(hook, outcomes, knowledge, sent_at)
-        return self._report(hook, notification, outcomes, resume_at=paced.resume_at)
+        concluded = reporting.conclude(outcomes, paced.resume_at - time.time())
+        kept = self._record(hook, outcomes, knowledge, sent_at, self._entry(hook, notification, outcomes, concluded))
+        return self._report(hook, notification, outcomes, concluded=concluded, kept=kept)
 
     # -- the stages' I/O, in the order forward() calls them ---------------------------------------------
 
@@ -205,9 +216,45 @@ class Forwarder:
             hook.paused.append((traffic.BACKPRESSURE, paused))
         return dataclasses.replace(paced, resume_at=max(paced.resume_at, paused))
 
-    def _record(self, hook: _Webhook, outcomes: list[Outcome], knowledge: Knowledge, sent_at: float) -> None:
-        """The record stage: what Alert24 accepted, and the skipped triggers whose rows are due a refresh
-        (traffic.refresh_due), written to the ledger by the deadline."""
+    def _entry(
+        self, hook: _Webhook, notification: Notification, outcomes: list[Outcome], concluded: tuple
+    ) -> history.Entry | None:
+        """The webhook's entry in the delivery history (history.entry), with the status it is answered with; None
+        without a history."""
+        if not self.history or not outcomes:
+            return None
+        error = concluded[0]
+        status = error.status if error is not None else 200
+        return history.entry(
+            outcomes,
+            notification.alerts,
+            time.time(),
+            hook.target.name,
+            notification.receiver,
+            notification.group_key,
+            hook.ctx.request_id,
+            status,
+            REPLICA,
+        )
+
+    def _keep(self, hook: _Webhook, entry: history.Entry | None) -> int:
+        """A dry run's entry in the delivery history, written alone (no record stage); the rows written."""
+        trouble = self.recorder.keep(entry, hook.deadline)
+        if trouble is not None:
+            hook.troubles.append(trouble)
+        return int(entry is not None and trouble is None)
+
+    def _record(
+        self,
+        hook: _Webhook,
+        outcomes: list[Outcome],
+        knowledge: Knowledge,
+        sent_at: float,
+        entry: history.Entry | None = None,
+    ) -> int:
+        """The record stage: what Alert24 accepted, the skipped triggers whose rows are due a refresh
+        (traffic.refresh_due), and the webhook's history entry, written to the ledger in one transaction by the
+        deadline; the history rows written."""
         now, events, known = time.time(), hook.planned.events, knowledge.known
         sent = per_event(outcomes)
         accepted = [events[o.event] for o in sent if o.result == ACCEPTED]
@@ -218,12 +265,14 @@ class Forwarder:
             and o.action == "trigger"
             and traffic.refresh_due(known.get(o.dedup_key), now, self.refresh_every)
         ]
-        written, trouble = self.recorder.record(hook.target.route, accepted, sent_at, hook.deadline, unchanged, now)
+        route = hook.target.route
+        written, trouble = self.recorder.record(route, accepted, sent_at, hook.deadline, unchanged, now, entry)
         if trouble is not None:
             hook.troubles.append(trouble)
             self.ledger_status = {"ok": False, "error": trouble.error, "at": time.time()}
         elif written and (self.ledger_status is None or not self.ledger_status["ok"]):
             self.ledger_status = {"ok": True, "error": None, "at": time.time()}
+        return int(written and entry is not None)
 
     def _report(
         self,
@@ -231,11 +280,13 @@ class Forwarder:
         notification: Notification,
         outcomes: list[Outcome],
         dry_run: bool = False,
-        resume_at: float = 0.0,
+        concluded: tuple = (None, None),
+        kept: int = 0,
     ) -> Report:
-        """The report stage: the outcomes judged, then logged and counted, each in one place (adapter.report)."""
+        """The report stage: the outcomes judged (reporting.conclude), then logged and counted, each in one place
+        (adapter.report)."""
         target, planned = hook.target, hook.planned
-        error, events_error = reporting.conclude(outcomes, resume_at - time.time())
+        error, events_error = concluded
         requests = target.requests(planned.events, self.clock()) if dry_run and target.format == "rest" else None
         result = Report(
             tuple(outcomes),
@@ -254,6 +305,8 @@ class Forwarder:
             notes=tuple(hook.notes),
             paused=tuple(hook.paused),
             heartbeat_host=self.heartbeat.host if self.heartbeat is not None else "",
+            kept=kept,
+            keeping=self.history and bool(outcomes),
         )
         reporting.write_log(result)
         reporting.count(result, self.metrics)

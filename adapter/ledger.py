@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from . import history
 from .alert24 import alarm
 from .errors import LedgerError
 from .mapping import Event
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     import sqlite3
 
 log = logging.getLogger("alert24_adapter.ledger")
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # After a failure to reach the store, the hot path skips it this long instead of waiting on it again.
 # Contention (a lock another process holds) is no failure: it is waited for, up to the caller's deadline.
 BACKOFF_SECONDS = 10.0
@@ -98,7 +99,27 @@ MIGRATIONS = (
         "ALTER TABLE alert24_adapter_accepted ADD COLUMN episode TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE alert24_adapter_accepted ADD COLUMN doubted_at DOUBLE PRECISION",
     ),
+    # 5: the delivery history (adapter.history): one row per webhook and per reconciler pass that resolved, its
+    # alerts' outcomes as JSON.
+    (
+        """CREATE TABLE IF NOT EXISTS alert24_adapter_history (
+            at DOUBLE PRECISION NOT NULL,
+            kind TEXT NOT NULL,
+            route TEXT NOT NULL,
+            receiver TEXT NOT NULL,
+            group_key TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            replica TEXT NOT NULL,
+            alerts TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS alert24_adapter_history_at ON alert24_adapter_history (at)",
+    ),
 )
+# The history's columns, in history.Entry's fields' order.
+HISTORY_COLUMNS = "at, kind, route, receiver, group_key, request_id, status, replica, alerts"
+# A history read fetches rows in batches of this many, until it has as many matching entries as asked for.
+HISTORY_BATCH = 500
 # How long the record of an accepted event is kept (the app sets RESEND_INTERVAL's), how often each writing process
 # drops old ones, and how often it copies SQLite's write-ahead log back.
 ACCEPTED_RETENTION, HOUSEKEEPING_EVERY, CHECKPOINT_EVERY = 86400.0, 60.0, 1.0
@@ -169,6 +190,9 @@ class Ledger:
         # A store with a connection of its own for reads gives them a lock of their own too.
         self._read_lock = self._lock
         self.accepted_retention = ACCEPTED_RETENTION
+        # The delivery history's bounds (HISTORY_RETENTION, HISTORY_MAX_ROWS), and what is told of each prune.
+        self.history_retention, self.history_max_rows = 7 * 86400.0, 100_000
+        self.on_history_pruned: Callable[[int], None] | None = None
         self._housekeeper = 0  # the pid of the process whose housekeeping runs
         self._closed = threading.Event()
         self._wake = threading.Event()  # set to have the housekeeping checkpoint now
@@ -225,19 +249,22 @@ class Ledger:
         deadline: float | None = None,
         unchanged: Sequence[Event] = (),
         doubted: Sequence[tuple[str, str, float]] = (),
+        kept: Sequence[history.Entry] = (),
     ) -> None:
         """After Alert24 accepted them, sent at `now` (Unix time): a trigger opens or refreshes its incident, a
         resolve closes it, and each is noted as the last event Alert24 accepted for its key, with its firing
         episode, unless the ledger holds one sent later (records may land out of order); it ends a doubt set
         before it was sent. `unchanged` triggers, skipped because Alert24 has them already, refresh their incidents
-        only. `doubted` (route, dedup_key, since) are put in doubt first (see doubt()). One transaction for all of
-        them, given up at the deadline (time.monotonic) when the store is locked."""
-        if not events and not unchanged and not doubted:
+        only. `doubted` (route, dedup_key, since) are put in doubt first (see doubt()); `kept` are the webhook's
+        entries in the delivery history. One transaction for all of them, given up at the deadline (time.monotonic)
+        when the store is locked."""
+        if not events and not unchanged and not doubted and not kept:
             return
         self._keep_house()
 
         def work(cur) -> None:
             self._doubt(cur, doubted)
+            self._add_history(cur, kept)
             for event in events:
                 cur.execute(
                     self._sql(self._upsert_accepted),
@@ -286,13 +313,69 @@ class Ledger:
         """Drop the accepted events past their retention and the budget's sends past its window; then (SQLite) copy
         the write-ahead log back into the file. Never on a webhook's path: see _keep_house."""
 
-        def work(cur) -> None:
+        def work(cur) -> int:
             old = now - self.accepted_retention
             cur.execute(self._sql("DELETE FROM alert24_adapter_accepted WHERE accepted_at < ?"), (old,))
             cur.execute(self._sql("DELETE FROM alert24_adapter_budget WHERE sent_at <= ?"), (now - WINDOW - MARGIN,))
+            return self._prune_history(cur, now)
 
-        self._run(work, unless=unless)
+        pruned = self._run(work, unless=unless)
+        if pruned and self.on_history_pruned is not None:
+            self.on_history_pruned(pruned)
         self._checkpoint(unless)
+
+    def _prune_history(self, cur, now: float) -> int:
+        """Drop the history's entries past HISTORY_RETENTION, then all but the newest HISTORY_MAX_ROWS; how many."""
+        cur.execute(
+            self._sql("DELETE FROM alert24_adapter_history WHERE at < ?"),
+            (history.pruned_before(now, self.history_retention),),
+        )
+        pruned = max(cur.rowcount, 0)
+        cur.execute(
+            self._sql("SELECT at FROM alert24_adapter_history ORDER BY at DESC LIMIT 1 OFFSET ?"),
+            (self.history_max_rows,),
+        )
+        row = cur.fetchone()
+        if row is not None:
+            cur.execute(self._sql("DELETE FROM alert24_adapter_history WHERE at <= ?"), (row[0],))
+            pruned += max(cur.rowcount, 0)
+        return pruned
+
+    def add_history(self, entries: Sequence[history.Entry], deadline: float | None = None) -> None:
+        """Keep these entries of the delivery history, in one transaction, given up at the deadline."""
+        if not entries:
+            return
+        self._keep_house()
+        self._run(lambda cur: self._add_history(cur, entries), deadline=deadline)
+
+    def _add_history(self, cur, entries: Sequence[history.Entry]) -> None:
+        if entries:
+            marks = ", ".join("?" * len(HISTORY_COLUMNS.split(",")))
+            sql = f"INSERT INTO alert24_adapter_history ({HISTORY_COLUMNS}) VALUES ({marks})"  # noqa: S608 - constant
+            cur.executemany(self._sql(sql), [e.row() for e in entries])
+
+    def history(self, filters: history.Filters) -> list[history.Entry]:
+        """The history's entries that match the filters (history.select), newest first, at most filters.limit (0:
+        all there are). The store narrows its scan to entries since filters.since that hold the filters' needle."""
+        sql = f"SELECT {HISTORY_COLUMNS} FROM alert24_adapter_history WHERE at >= ?"  # noqa: S608 - constant
+        params: list[object] = [filters.since]
+        if filters.needle:
+            sql += " AND alerts LIKE ? ESCAPE '!'"
+            escaped = filters.needle.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+            params.append(f"%{escaped}%")
+        sql += " ORDER BY at DESC"
+
+        def work(cur) -> list[history.Entry]:
+            cur.execute(self._sql(sql), params)
+            found: list[history.Entry] = []
+            while filters.limit <= 0 or len(found) < filters.limit:
+                rows = cur.fetchmany(HISTORY_BATCH)
+                if not rows:
+                    break
+                found += history.select([history.Entry.of(row) for row in rows], dataclasses.replace(filters, limit=0))
+            return found[: filters.limit] if filters.limit > 0 else found
+
+        return self._run(work, write=False)
 
     def _checkpoint(self, unless: threading.Event | None = None) -> None:
         """Copy the write-ahead log back, where the store keeps one of its own (not once `unless` is set)."""
@@ -500,11 +583,12 @@ class Ledger:
             "DELETE FROM alert24_adapter_rest WHERE route = ? AND dedup_key = ?", (route, dedup_key), deadline
         )
 
-    def entries(self) -> list[Entry]:
-        """Every open incident, oldest first."""
+    def entries(self, limit: int = 0) -> list[Entry]:
+        """Every open incident (the first `limit` of them, when above 0), oldest first."""
 
         def work(cur) -> list:
-            cur.execute(f"SELECT {_COLUMNS} FROM alert24_adapter_incidents ORDER BY first_seen, route, dedup_key")  # noqa: S608 - constant
+            sql = f"SELECT {_COLUMNS} FROM alert24_adapter_incidents ORDER BY first_seen, route, dedup_key"  # noqa: S608 - constant
+            cur.execute(sql + (f" LIMIT {int(limit)}" if limit > 0 else ""))
             return cur.fetchall()
 
         return [Entry.of(r) for r in self._run(work, write=False)]

@@ -108,8 +108,15 @@ class Metrics:
         self.ledger_errors = Counter(
             f"{PREFIX}_ledger_errors_total",
             "Failures to use the ledger of open incidents, by operation (record, lookup, reconcile, expire, lock, "
-            "count, setup); paging goes on without it.",
+            "count, setup, history); paging goes on without it.",
             ["operation"],
+            registry=r,
+        )
+        self.history_rows = Counter(
+            f"{PREFIX}_history_rows_total",
+            "Rows of the delivery history, by what became of them (written, pruned, failed); a failed write never "
+            "changes a webhook's answer.",
+            ["outcome"],
             registry=r,
         )
         self.ledger_expired = Counter(

@@ -18,12 +18,12 @@ from datetime import datetime, timezone
 
 import requests
 
+from . import history, traffic
 from . import log as logs
-from . import traffic
 from .alert24 import ACCEPTED, Alert24Client, Delivery
 from .config import Config
 from .errors import AlertmanagerUnavailable, LedgerError
-from .forwarder import Target
+from .forwarder import REPLICA, Target
 from .ledger import Entry, Ledger
 from .lifecycle import Lifecycle
 from .mapping import reconciled_resolve, reopening_trigger
@@ -76,6 +76,7 @@ class PassReport:
     outcome: str
     verdict: Verdict | None = None
     deliveries: list[Delivery] = dataclasses.field(default_factory=list)
+    sent: list[tuple[Entry, Delivery]] = dataclasses.field(default_factory=list)  # the resolves, by incident
     unsendable: list[Entry] = dataclasses.field(default_factory=list)
     expired: list[Entry] = dataclasses.field(default_factory=list)
     reason: str = ""
@@ -183,13 +184,31 @@ class Reconciler:
     # -- one pass ---------------------------------------------------------------------------------
 
     def run_pass(self, dry_run: bool = False) -> PassReport:
-        """Ask every Alertmanager, judge every open incident, and resolve the stale ones (unless dry)."""
+        """Ask every Alertmanager, judge every open incident, and resolve the stale ones (unless dry); the pass is
+        kept in the delivery history."""
         request_id = "reconcile-" + os.urandom(8).hex()
         token = logs.request_id.set(request_id)
         try:
-            return self._pass(dry_run, request_id)
+            report = self._pass(dry_run, request_id)
+            if not dry_run:
+                self._keep(report, request_id)
+            return report
         finally:
             logs.request_id.reset(token)
+
+    def _keep(self, report: PassReport, request_id: str) -> None:
+        """The pass in the delivery history, with the resolves it sent; a failure is counted and logged."""
+        if not self.state().config.history_on or self.api is None:
+            return
+        entry = history.pass_entry(time.time(), request_id, report.outcome, report.sent, REPLICA)
+        try:
+            self.ledger.add_history([entry])
+        except LedgerError as exc:
+            self.metrics.ledger_errors.labels("history").inc()
+            self.metrics.history_rows.labels("failed").inc()
+            log.warning("reconciler: the pass was not kept in the delivery history: %s", exc.message)
+            return
+        self.metrics.history_rows.labels("written").inc()
 
     def _pass(self, dry_run: bool, request_id: str) -> PassReport:
         config = self.state().config
@@ -270,6 +289,7 @@ class Reconciler:
             ]
             targets[target.route] = target
             deliveries = self._send(target, events, budget, request_id)
+            report.sent.extend(zip(entries, deliveries, strict=True))
             for entry, d in zip(entries, deliveries, strict=True):
                 self.metrics.reconciled.labels(d.outcome).inc()
                 fields = {**_fields(entry), "outcome": d.outcome, "alert24_status": d.status, "attempts": d.attempts}

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from . import rest, traffic
+from . import history, rest, traffic
 from .errors import LedgerError
 from .ledger import Ledger
 from .mapping import Event
@@ -30,7 +30,7 @@ MEMORY_MAX = 65536
 # How often a process tries again to write the doubts the ledger refused, and the longest each try may wait.
 DOUBT_RETRY, DOUBT_WRITE_MAX = 1.0, 0.25
 # The ledger calls of a webhook (Trouble.operation; the label of ledger_errors_total).
-LOOKUP, DOUBT, BUDGET, RECORD = "lookup", "doubt", "budget", "record"
+LOOKUP, DOUBT, BUDGET, RECORD, HISTORY = "lookup", "doubt", "budget", "record", "history"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,25 +127,44 @@ class Recorder:
     # -- the record stage ------------------------------------------------------------------------------
 
     def record(
-        self, route: str, accepted: list[Event], sent_at: float, deadline: float, unchanged: Sequence[Event], now: float
+        self,
+        route: str,
+        accepted: list[Event],
+        sent_at: float,
+        deadline: float,
+        unchanged: Sequence[Event],
+        now: float,
+        entry: history.Entry | None = None,
     ) -> tuple[bool, Trouble | None]:
         """Keep the ledger of open incidents, by the deadline, with the doubts this process holds: what Alert24
-        accepted, as sent at `sent_at`, and the skipped triggers whose rows are due a refresh. Its failure never
-        changes the webhook's answer, but leaves every key whose event Alert24 accepted in doubt: the ledger's record
-        of it says something else now. Whether it wrote, and its trouble."""
+        accepted, as sent at `sent_at`, the skipped triggers whose rows are due a refresh, and the webhook's history
+        `entry`, in one transaction. Its failure never changes the webhook's answer, but leaves every key whose
+        event Alert24 accepted in doubt: the ledger's record of it says something else now. Whether it wrote, and
+        its trouble."""
         self.remember(route, accepted, now)
         if self.ledger is None:
             return False, None
         doubted = self._doubted()
-        if not accepted and not unchanged and not doubted:
+        if not accepted and not unchanged and not doubted and entry is None:
             return False, None
+        kept = [entry] if entry is not None else []
         try:
-            self.ledger.record(route, accepted, sent_at, deadline, unchanged, doubted)
+            self.ledger.record(route, accepted, sent_at, deadline, unchanged, doubted, kept)
         except LedgerError as exc:
             self.hold_doubts([(route, e.dedup_key) for e in accepted], time.time())
             return False, Trouble(RECORD, exc.message, len(accepted))
         self._forget_doubts(doubted)
         return True, None
+
+    def keep(self, entry: history.Entry | None, deadline: float) -> Trouble | None:
+        """The webhook's entry in the delivery history, by the deadline; its failure never changes the answer."""
+        if self.ledger is None or entry is None:
+            return None
+        try:
+            self.ledger.add_history([entry], deadline)
+        except LedgerError as exc:
+            return Trouble(HISTORY, exc.message, len(entry.alerts))
+        return None
 
     def remember(self, route: str, accepted: Sequence[Event], now: float) -> None:
         """When Alert24 last accepted each key, in this process: the budget's order where the ledger lacks it."""

@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable, Iterator
 from importlib import resources
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from . import alertmanager, log
+from . import alertmanager, history, log, status
 from .alert24 import alarm, gevent_patched
 from .errors import BodyTimeout, BodyTooLarge, PayloadError, Unauthorized, UnknownRoute, UnsupportedMediaType
 from .report import Report
+from .version import __version__
 
 bp = Blueprint("adapter", __name__)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
@@ -32,6 +33,8 @@ SKIM_LIMIT = 64 * 1024 * 1024
 SKIM_READ_TIMEOUT = 1.0
 # A body is read this much at a time, each read given no more than what is left of BODY_READ_TIMEOUT.
 BODY_CHUNK = 64 * 1024
+# The most entries GET /history answers with, and the entries the status page reads.
+HISTORY_LIMIT, STATUS_ENTRIES = 1000, 300
 
 
 def runtime():
@@ -92,6 +95,59 @@ def readyz():
     ledger writes and the reconciler. Route names only to a caller with a shared secret."""
     rt = runtime()
     return jsonify(rt.readiness(authenticated(request.headers.get("Authorization", ""), rt.state.secrets())))
+
+
+@bp.get("/history")
+def delivery_history():
+    """The delivery history as JSON, newest first, with `history`'s filters as query parameters; needs the secret."""
+    rt = runtime()
+    authenticate(request.headers.get("Authorization", ""), rt.state.secrets())
+    args = request.args
+    try:
+        since = history.since(args["since"], time.time()) if args.get("since") else 0.0
+        limit = min(int(args.get("limit", "100")), HISTORY_LIMIT)
+    except ValueError as exc:
+        raise PayloadError(f"{exc}" if "since" in str(exc) else "limit must be a whole number") from None
+    outcome = args.get("outcome", "")
+    if outcome and outcome not in history.OUTCOMES:
+        raise PayloadError(f"outcome must be one of {', '.join(history.OUTCOMES)}")
+    filters = history.Filters(
+        args.get("alertname", ""),
+        args.get("fingerprint", ""),
+        args.get("dedup_key", ""),
+        args.get("route", ""),
+        outcome,
+        (),
+        since,
+        max(limit, 1),
+    )
+    ledger = rt.forwarder.ledger
+    if ledger is None or not rt.forwarder.history:
+        return jsonify(error="no delivery history is kept: it needs the ledger and HISTORY_RETENTION above 0"), 404
+    return jsonify(entries=[e.to_json() for e in ledger.history(filters)])
+
+
+@bp.get("/status")
+def status_page():
+    """The status page: open incidents, the last notifications (failures first), Alert24's pause, the last
+    delivery, heartbeat and reconciler pass; needs the secret (HTTP Basic in a browser)."""
+    rt = runtime()
+    if not authenticated(request.headers.get("Authorization", ""), rt.state.secrets()):
+        answer = Response("the shared secret is needed: any user name, the secret as password\n", 401)
+        answer.headers["WWW-Authenticate"] = 'Basic realm="alert24-adapter", charset="UTF-8"'
+        return answer
+    ledger, now = rt.forwarder.ledger, time.time()
+    entries, incidents, total = [], [], 0
+    if ledger is not None:
+        if rt.forwarder.history:
+            entries = ledger.history(history.Filters(since=now - 7 * 86400, limit=STATUS_ENTRIES))
+        incidents = ledger.entries(limit=status.SHOWN)
+        total = sum(ledger.counts().values())
+    page = status.page(entries, incidents, total, now, rt.forwarder.history)
+    html = render_template("status.html", page=page, version=__version__, trouble=status.TROUBLE)
+    answer = Response(html, content_type="text/html; charset=utf-8")
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
 
 
 @bp.get("/openapi.yaml")
@@ -263,12 +319,13 @@ def answer(report: Report, notification: alertmanager.Notification):
     """Turn a Report into the HTTP answer Alertmanager acts on, and record it."""
     rt = runtime()
     body = report.summary()
+    status = report.status
     if report.error is not None:
         body = {"error": report.error.message, **body}
-        status, outcome = report.error.status, "failed" if report.error.retryable else "rejected"
+        outcome = "failed" if report.error.retryable else "rejected"
     else:
         body = {"ok": True, **body}
-        status, outcome = 200, "dry_run" if report.dry_run else "delivered"
+        outcome = "dry_run" if report.dry_run else "delivered"
         if report.dry_run:
             body["dry_run"] = True
             body["would_send"] = report.requests if report.requests is not None else [e.body() for e in report.events]

@@ -521,3 +521,66 @@ def test_incidents_show_the_alert24_id_of_the_rest_format(env, capsys, tmp_path)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     shown = {i["dedup_key"]: i.get("alert24_incident_id") for i in lines if "logger" not in i}
     assert shown == {"a": "inc_7", "b": None}
+
+
+@pytest.fixture
+def history_env(ledger_env, tmp_path):
+    """The ledger of ledger_env, with the history of three notifications of alert aaaa: paged, skipped, resolved."""
+    from adapter import history
+    from adapter.ledger import open_ledger
+
+    ledger = open_ledger(f"sqlite://{tmp_path}/ledger.db")
+    base = {"fingerprint": "aaaa", "dedup_key": "aaaa", "alertname": "DiskFull", "route": "default"}
+    alerts = [
+        {**base, "status": "firing", "action": "trigger", "outcome": "accepted", "reason": "new", "status_code": 202},
+        {**base, "status": "firing", "action": "trigger", "outcome": "unchanged", "accepted_at": 1_700_000_000.0},
+        {**base, "status": "firing", "action": "trigger", "outcome": "dropped", "rule": "night-quiet"},
+    ]
+    ledger.add_history(
+        [
+            history.Entry(
+                1_700_000_000.0 + 300 * i, "webhook", "default", "alert24", "{}", f"rid-{i}", 200, "h/1", (a,)
+            )
+            for i, a in enumerate(alerts)
+        ]
+    )
+    ledger.close()
+    return ledger_env
+
+
+def test_history_lists_each_notification_newest_first(history_env, capsys):
+    assert cli.main(["history", "--alertname", "DiskFull"]) == 0
+    out, err = capsys.readouterr()
+    heads = [line for line in out.splitlines() if not line.startswith("  ")]
+    assert [h.split()[2] for h in heads] == ["rid-2", "rid-1", "rid-0"]
+    assert "dropped: dropped by rule night-quiet" in out
+    assert "3 notification(s) in sqlite:///" in err
+
+
+def test_history_json_filters_by_outcome(history_env, capsys):
+    assert cli.main(["history", "--outcome", "unchanged", "--json"]) == 0
+    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["request_id"], row["alerts"][0]["outcome"]) == ("rid-1", "unchanged")
+
+
+def test_history_refuses_a_since_it_cannot_read(history_env, capsys):
+    assert cli.main(["history", "--since", "yesterday"]) == 2
+    assert "30m, 2h, 7d" in capsys.readouterr().err
+
+
+def test_explain_tells_the_story_and_ends_with_the_verdict(history_env, capsys):
+    assert cli.main(["explain", "DiskFull"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "sent (trigger, new to the ledger): Alert24 accepted it (202)" in lines[0]
+    assert "not sent: Alert24 accepted this episode 5 min ago" in lines[1]
+    assert "dropped by rule night-quiet" in lines[2]
+    assert lines[3].startswith("The ledger holds its incident open since 2023-11-14 22:13:20")
+    assert "The reconciler counts it absent from every Alertmanager" in lines[4]
+    assert lines[-1] == "Verdict: paged at 2023-11-14 22:13:20 (Alert24 202)."
+
+
+def test_explain_of_an_alert_never_seen_says_so(history_env, capsys):
+    assert cli.main(["explain", "NeverFired", "instance=x"]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "No notification in the history carried this alert."
+    assert out.splitlines()[-1].startswith("Verdict: not paged: no notification carried it here")
