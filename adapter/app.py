@@ -265,6 +265,8 @@ def create_app(
         refresh_every=refresh_every(config.reconcile_grace),
         history=config.history_on,
     )
+    forwarder.recorder.history_written = metrics.history_rows.labels("written").inc
+    forwarder.recorder.history_failed = metrics.history_rows.labels("failed").inc
     if forwarder.heartbeat is not None:
         log.info(
             "heartbeat on: Watchdog alerts ping the heartbeat URL instead of paging",

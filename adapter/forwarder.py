@@ -129,8 +129,8 @@ class Forwarder:
             ping = (beats.DRY_RUN, None) if planned.beats else None
             outcomes = pipeline.dry_run(hook.ctx, planned, ping)
             concluded = reporting.conclude(outcomes, 0.0)
-            kept = self._keep(hook, self._entry(hook, notification, outcomes, concluded))
-            return self._report(hook, notification, outcomes, dry_run=True, concluded=concluded, kept=kept)
+            self.recorder.keep(self._entry(hook, notification, outcomes, concluded))
+            return self._report(hook, notification, outcomes, dry_run=True, concluded=concluded)
         knowledge = self._read(hook)
         choices = pipeline.decide(
             planned.events, knowledge.known, hook.ctx.now, self.resend_interval, knowledge.records, target.format
@@ -148,8 +148,9 @@ class Forwarder:
             hook.ctx, planned, paced, deliveries, knowledge.known, knowledge.records, ping, hook.notes
         )
         concluded = reporting.conclude(outcomes, paced.resume_at - time.time())
-        kept = self._record(hook, outcomes, knowledge, sent_at, self._entry(hook, notification, outcomes, concluded))
-        return self._report(hook, notification, outcomes, concluded=concluded, kept=kept)
+        self._record(hook, outcomes, knowledge, sent_at)
+        self.recorder.keep(self._entry(hook, notification, outcomes, concluded))
+        return self._report(hook, notification, outcomes, concluded=concluded)
 
     # -- the stages' I/O, in the order forward() calls them ---------------------------------------------
 
@@ -237,24 +238,10 @@ class Forwarder:
             REPLICA,
         )
 
-    def _keep(self, hook: _Webhook, entry: history.Entry | None) -> int:
-        """A dry run's entry in the delivery history, written alone (no record stage); the rows written."""
-        trouble = self.recorder.keep(entry, hook.deadline)
-        if trouble is not None:
-            hook.troubles.append(trouble)
-        return int(entry is not None and trouble is None)
-
-    def _record(
-        self,
-        hook: _Webhook,
-        outcomes: list[Outcome],
-        knowledge: Knowledge,
-        sent_at: float,
-        entry: history.Entry | None = None,
-    ) -> int:
-        """The record stage: what Alert24 accepted, the skipped triggers whose rows are due a refresh
-        (traffic.refresh_due), and the webhook's history entry, written to the ledger in one transaction by the
-        deadline; the history rows written."""
+    def _record(self, hook: _Webhook, outcomes: list[Outcome], knowledge: Knowledge, sent_at: float) -> None:
+        """The record stage: what Alert24 accepted, and the skipped triggers whose rows are due a refresh
+        (traffic.refresh_due), written to the ledger by the deadline. The webhook's history entry is handed to the
+        recorder after it, which writes the entries it holds once a second (Recorder.keep)."""
         now, events, known = time.time(), hook.planned.events, knowledge.known
         sent = per_event(outcomes)
         accepted = [events[o.event] for o in sent if o.result == ACCEPTED]
@@ -266,13 +253,12 @@ class Forwarder:
             and traffic.refresh_due(known.get(o.dedup_key), now, self.refresh_every)
         ]
         route = hook.target.route
-        written, trouble = self.recorder.record(route, accepted, sent_at, hook.deadline, unchanged, now, entry)
+        written, trouble = self.recorder.record(route, accepted, sent_at, hook.deadline, unchanged, now)
         if trouble is not None:
             hook.troubles.append(trouble)
             self.ledger_status = {"ok": False, "error": trouble.error, "at": time.time()}
         elif written and (self.ledger_status is None or not self.ledger_status["ok"]):
             self.ledger_status = {"ok": True, "error": None, "at": time.time()}
-        return int(written and entry is not None)
 
     def _report(
         self,
@@ -281,7 +267,6 @@ class Forwarder:
         outcomes: list[Outcome],
         dry_run: bool = False,
         concluded: tuple = (None, None),
-        kept: int = 0,
     ) -> Report:
         """The report stage: the outcomes judged (reporting.conclude), then logged and counted, each in one place
         (adapter.report)."""
@@ -305,8 +290,6 @@ class Forwarder:
             notes=tuple(hook.notes),
             paused=tuple(hook.paused),
             heartbeat_host=self.heartbeat.host if self.heartbeat is not None else "",
-            kept=kept,
-            keeping=self.history and bool(outcomes),
         )
         reporting.write_log(result)
         reporting.count(result, self.metrics)

@@ -3,7 +3,7 @@ answered; the reconciler's resolves beside them. Pure: entries are built from a 
 told as a story (`explain`); the ledger keeps them (Ledger.add_history, Ledger.history), bounded by
 HISTORY_RETENTION and HISTORY_MAX_ROWS.
 
-An entry holds nothing the logs do not: no secret, and of each alert its labels and annotations, bounded.
+An entry holds nothing the logs do not: no secret, and of each alert its labels and its summary, bounded.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ FIELDS = (
     "alert24_request_id",
     "incident_id",
 )
+# Field values an entry leaves out.
+_NOTHING = (None, "", 0, False)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -122,10 +124,12 @@ def entry(
     by_fingerprint = {a.fingerprint: a for a in alerts}
     kept = []
     for o in outcomes:
-        record = {name: getattr(o, name) for name in FIELDS}
+        # Only the facts that say something: an empty or zero field is left out (readers take .get()'s default).
+        record = {name: value for name in FIELDS if (value := getattr(o, name)) not in _NOTHING}
         alert = by_fingerprint.get(o.fingerprint)
         record["labels"] = _bounded(alert.labels) if alert else {}
-        record["annotations"] = _bounded(alert.annotations) if alert else {}
+        summary = alert.annotations.get("summary") if alert else None
+        record["annotations"] = {"summary": summary[:MAX_VALUE]} if summary else {}
         record["outcome"] = word(o)
         kept.append(record)
     return Entry(at, kind, route, receiver, group_key, request_id, status, replica, tuple(kept))

@@ -249,22 +249,19 @@ class Ledger:
         deadline: float | None = None,
         unchanged: Sequence[Event] = (),
         doubted: Sequence[tuple[str, str, float]] = (),
-        kept: Sequence[history.Entry] = (),
     ) -> None:
         """After Alert24 accepted them, sent at `now` (Unix time): a trigger opens or refreshes its incident, a
         resolve closes it, and each is noted as the last event Alert24 accepted for its key, with its firing
         episode, unless the ledger holds one sent later (records may land out of order); it ends a doubt set
         before it was sent. `unchanged` triggers, skipped because Alert24 has them already, refresh their incidents
-        only. `doubted` (route, dedup_key, since) are put in doubt first (see doubt()); `kept` are the webhook's
-        entries in the delivery history. One transaction for all of them, given up at the deadline (time.monotonic)
-        when the store is locked."""
-        if not events and not unchanged and not doubted and not kept:
+        only. `doubted` (route, dedup_key, since) are put in doubt first (see doubt()). One transaction for all of
+        them, given up at the deadline (time.monotonic) when the store is locked."""
+        if not events and not unchanged and not doubted:
             return
         self._keep_house()
 
         def work(cur) -> None:
             self._doubt(cur, doubted)
-            self._add_history(cur, kept)
             for event in events:
                 cur.execute(
                     self._sql(self._upsert_accepted),
@@ -346,13 +343,9 @@ class Ledger:
         if not entries:
             return
         self._keep_house()
-        self._run(lambda cur: self._add_history(cur, entries), deadline=deadline)
-
-    def _add_history(self, cur, entries: Sequence[history.Entry]) -> None:
-        if entries:
-            marks = ", ".join("?" * len(HISTORY_COLUMNS.split(",")))
-            sql = f"INSERT INTO alert24_adapter_history ({HISTORY_COLUMNS}) VALUES ({marks})"  # noqa: S608 - constant
-            cur.executemany(self._sql(sql), [e.row() for e in entries])
+        marks = ", ".join("?" * len(HISTORY_COLUMNS.split(",")))
+        sql = self._sql(f"INSERT INTO alert24_adapter_history ({HISTORY_COLUMNS}) VALUES ({marks})")  # noqa: S608
+        self._run(lambda cur: cur.executemany(sql, [e.row() for e in entries]), deadline=deadline)
 
     def history(self, filters: history.Filters) -> list[history.Entry]:
         """The history's entries that match the filters (history.select), newest first, at most filters.limit (0:

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import history, rest, traffic
 from .errors import LedgerError
@@ -30,7 +30,10 @@ MEMORY_MAX = 65536
 # How often a process tries again to write the doubts the ledger refused, and the longest each try may wait.
 DOUBT_RETRY, DOUBT_WRITE_MAX = 1.0, 0.25
 # The ledger calls of a webhook (Trouble.operation; the label of ledger_errors_total).
-LOOKUP, DOUBT, BUDGET, RECORD, HISTORY = "lookup", "doubt", "budget", "record", "history"
+LOOKUP, DOUBT, BUDGET, RECORD = "lookup", "doubt", "budget", "record"
+# How often a process writes the history entries it holds, the longest each write may wait for the store, and the
+# most entries it holds meanwhile.
+HISTORY_EVERY, HISTORY_WRITE_MAX, HISTORY_HELD = 1.0, 2.0, 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +67,12 @@ class Recorder:
         self._doubt_lock = threading.Lock()
         self._doubt_writer: threading.Thread | None = None
         self._recent: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # The delivery history's entries not written yet, and what is told of each write (metrics, set by the app).
+        self._history: list[history.Entry] = []
+        self._history_lock = threading.Lock()
+        self._history_writer: threading.Thread | None = None
+        self.history_written: Callable[[int], None] = lambda n: None
+        self.history_failed: Callable[[int], None] = lambda n: None
 
     # -- before sending ----------------------------------------------------------------------------------
 
@@ -134,37 +143,70 @@ class Recorder:
         deadline: float,
         unchanged: Sequence[Event],
         now: float,
-        entry: history.Entry | None = None,
     ) -> tuple[bool, Trouble | None]:
         """Keep the ledger of open incidents, by the deadline, with the doubts this process holds: what Alert24
-        accepted, as sent at `sent_at`, the skipped triggers whose rows are due a refresh, and the webhook's history
-        `entry`, in one transaction. Its failure never changes the webhook's answer, but leaves every key whose
-        event Alert24 accepted in doubt: the ledger's record of it says something else now. Whether it wrote, and
-        its trouble."""
+        accepted, as sent at `sent_at`, and the skipped triggers whose rows are due a refresh. Its failure never
+        changes the webhook's answer, but leaves every key whose event Alert24 accepted in doubt: the ledger's record
+        of it says something else now. Whether it wrote, and its trouble."""
         self.remember(route, accepted, now)
         if self.ledger is None:
             return False, None
         doubted = self._doubted()
-        if not accepted and not unchanged and not doubted and entry is None:
+        if not accepted and not unchanged and not doubted:
             return False, None
-        kept = [entry] if entry is not None else []
         try:
-            self.ledger.record(route, accepted, sent_at, deadline, unchanged, doubted, kept)
+            self.ledger.record(route, accepted, sent_at, deadline, unchanged, doubted)
         except LedgerError as exc:
             self.hold_doubts([(route, e.dedup_key) for e in accepted], time.time())
             return False, Trouble(RECORD, exc.message, len(accepted))
         self._forget_doubts(doubted)
         return True, None
 
-    def keep(self, entry: history.Entry | None, deadline: float) -> Trouble | None:
-        """The webhook's entry in the delivery history, by the deadline; its failure never changes the answer."""
+    # -- the delivery history -------------------------------------------------------------------------
+
+    def keep(self, entry: history.Entry | None) -> None:
+        """Hold a webhook's entry in the delivery history; this process writes what it holds once a second, in one
+        transaction (write_history), off every webhook's path. At most HISTORY_HELD are held: beyond, the oldest
+        go unwritten, counted as failed."""
         if self.ledger is None or entry is None:
-            return None
+            return
+        with self._history_lock:
+            self._history.append(entry)
+            if len(self._history) > HISTORY_HELD:
+                del self._history[0]
+                self.history_failed(1)
+            if self._history_writer is None:
+                # Started in the worker that needs it, never before a fork.
+                self._history_writer = threading.Thread(target=self._write_history, name="alert24-history", daemon=True)
+                self._history_writer.start()
+
+    def write_history(self) -> int:
+        """Write the history entries this process holds, in one transaction; how many. A failure is logged and
+        counted (never a webhook's answer): those entries are lost, as a log line written to a full disk is."""
+        with self._history_lock:
+            entries, self._history = self._history, []
+        if not entries:
+            return 0
         try:
-            self.ledger.add_history([entry], deadline)
+            self.ledger.add_history(entries, time.monotonic() + HISTORY_WRITE_MAX)
         except LedgerError as exc:
-            return Trouble(HISTORY, exc.message, len(entry.alerts))
-        return None
+            self.history_failed(len(entries))
+            log.warning(
+                "delivery history not written; the webhooks' answers were not changed by it",
+                extra={"entries": len(entries), "error": exc.message},
+            )
+            return 0
+        self.history_written(len(entries))
+        return len(entries)
+
+    def _write_history(self) -> None:
+        while True:
+            time.sleep(HISTORY_EVERY)
+            if not self.write_history():
+                with self._history_lock:
+                    if not self._history:
+                        self._history_writer = None
+                        return
 
     def remember(self, route: str, accepted: Sequence[Event], now: float) -> None:
         """When Alert24 last accepted each key, in this process: the budget's order where the ledger lacks it."""

@@ -19,7 +19,7 @@ from .errors import AdapterError, DeliveryDeferred, DeliveryFailed, DeliveryReje
 from .mapping import Event
 from .metrics import Metrics
 from .outcome import DROPPED, HEARTBEAT, Note, Outcome, per_event
-from .recorder import BUDGET, DOUBT, HISTORY, LOOKUP, RECORD, Trouble
+from .recorder import BUDGET, DOUBT, LOOKUP, RECORD, Trouble
 
 log = logging.getLogger("alert24_adapter.forwarder")
 # The channels' notes keep the logger of the REST lifecycle, where they were met.
@@ -38,7 +38,6 @@ TROUBLES = {
         "ledger not updated; the events were delivered, the reconciler will not know of them, and their keys' next "
         "triggers are sent"
     ),
-    HISTORY: "delivery history not written; the webhook's answer is unchanged",
 }
 
 
@@ -67,8 +66,6 @@ class Report:
     notes: tuple[Note, ...] = ()
     paused: tuple[tuple[str, float], ...] = ()
     heartbeat_host: str = ""
-    kept: int = 0  # rows written to the delivery history
-    keeping: bool = False  # the webhook was to be kept in the delivery history
 
     @property
     def status(self) -> int:
@@ -267,10 +264,6 @@ def count(report: Report, m: Metrics) -> None:
         m.grouped.inc(report.grouped)
     for trouble in report.troubles:
         m.ledger_errors.labels(trouble.operation).inc()
-        if trouble.operation == HISTORY or (trouble.operation == RECORD and report.keeping):
-            m.history_rows.labels("failed").inc()
-    if report.kept:
-        m.history_rows.labels("written").inc(report.kept)
     for o in report.sent:
         result = "dry_run" if report.dry_run else o.result
         m.events.labels(o.action, result, report.dedup_by).inc()

@@ -124,6 +124,7 @@ def delivery_history():
     ledger = rt.forwarder.ledger
     if ledger is None or not rt.forwarder.history:
         return jsonify(error="no delivery history is kept: it needs the ledger and HISTORY_RETENTION above 0"), 404
+    rt.forwarder.recorder.write_history()  # this process's latest, written now rather than within the second
     return jsonify(entries=[e.to_json() for e in ledger.history(filters)])
 
 
@@ -140,6 +141,7 @@ def status_page():
     entries, incidents, total = [], [], 0
     if ledger is not None:
         if rt.forwarder.history:
+            rt.forwarder.recorder.write_history()
             entries = ledger.history(history.Filters(since=now - 7 * 86400, limit=STATUS_ENTRIES))
         incidents = ledger.entries(limit=status.SHOWN)
         total = sum(ledger.counts().values())

@@ -330,19 +330,38 @@ def test_pruning_keeps_the_retention_and_the_newest_rows(app):
 
 
 def test_a_history_write_that_fails_never_changes_the_answer(app, monkeypatch):
-    """The entry goes with the record stage's write: when that fails, the webhook is answered as it would be, and the
-    failure is counted (history rows failed, ledger errors of the record)."""
+    """The entries are written apart from the webhooks, once a second: when that fails, every answer was as it would
+    be, and the failure is counted."""
     from adapter.errors import LedgerError
 
+    monkeypatch.setattr("adapter.recorder.HISTORY_EVERY", 3600.0)
     forwarder = app.extensions["alert24_adapter"].forwarder
 
     def broken(*args, **kwargs):
         raise LedgerError("the ledger (sqlite) failed: disk I/O error")
 
-    monkeypatch.setattr(forwarder.ledger, "record", broken)
+    monkeypatch.setattr(forwarder.ledger, "add_history", broken)
     answer = post(app, payload("firing-single"))
     assert answer.status_code == 200 and answer.json["accepted"] == 1
+    assert forwarder.recorder.write_history() == 0
     metrics = app.extensions["alert24_adapter"].metrics
     assert metrics.history_rows.labels("failed")._value.get() == 1
     assert metrics.history_rows.labels("written")._value.get() == 0
-    assert metrics.ledger_errors.labels("record")._value.get() == 1
+
+
+def test_the_history_is_written_off_the_webhooks_path_in_one_transaction(app, monkeypatch):
+    """A webhook only hands its entry over; the process writes all it holds at once."""
+    monkeypatch.setattr("adapter.recorder.HISTORY_EVERY", 3600.0)
+    forwarder = app.extensions["alert24_adapter"].forwarder
+    writes = []
+    real = forwarder.ledger.add_history
+    monkeypatch.setattr(
+        forwarder.ledger, "add_history", lambda entries, *a: writes.append(len(entries)) or real(entries, *a)
+    )
+    for _ in range(3):
+        assert post(app, payload("firing-single")).status_code == 200
+    assert writes == [], "no history write on a webhook's path"
+    assert forwarder.recorder.write_history() == 3
+    assert writes == [3]
+    metrics = app.extensions["alert24_adapter"].metrics
+    assert metrics.history_rows.labels("written")._value.get() == 3
