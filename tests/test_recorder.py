@@ -38,7 +38,7 @@ class Ledger:
     def doubt(self, keys, deadline=None):
         self._call("doubt", tuple(keys))
 
-    def record(self, route, events, now, deadline=None, unchanged=(), doubted=(), kept=()):
+    def record(self, route, events, now, deadline=None, unchanged=(), doubted=()):
         self._call("record", route, tuple(e.dedup_key for e in events), tuple(e.dedup_key for e in unchanged))
 
 
