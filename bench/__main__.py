@@ -725,16 +725,6 @@ def report_wire(r: dict) -> None:
             f"| {' / '.join(f'{c:.3f}' for c in cpus)} | {cpus[-1] / cpus[0]:.2f}x "
             f"| {statistics.median(run['cpu_ms_per_webhook'] for run in n):.3f} | {calls[0]:.2f}, {calls[1]:.2f} |"
         )
-    if all("no-history" in runs for runs in r["wire"].values()):
-        print(
-            "\n| the delivery history's cost | CPU ms/webhook, history kept | without (HISTORY_RETENTION=0) | ratio |"
-        )
-        print("|---|---|---|---|")
-        for name, runs in r["wire"].items():
-            kept, bare = (
-                statistics.median(run["cpu_ms_per_webhook"] for run in runs[w]) for w in ("adapter", "no-history")
-            )
-            print(f"| {name} | {kept:.3f} | {bare:.3f} | {kept / bare:.2f}x |")
     if "storm" in r:
         sa, sn = r["storm"]["adapter"], r["storm"]["node"]
         cpus = [run["cpu_ms_per_webhook"] for run in r["storm_runs"]["adapter"]]
@@ -746,6 +736,16 @@ def report_wire(r: dict) -> None:
             f"| {' / '.join(f'{c:.3f}' for c in cpus)} | {cpus[-1] / cpus[0]:.2f}x "
             f"| {sn['cpu_ms_per_webhook']:.3f} | p99 {sa['p99_ms']:.0f} ms vs {sn['p99_ms']:.0f} ms |"
         )
+    if all("no-history" in runs for runs in r["wire"].values()):
+        print(
+            "\n| the delivery history's cost | CPU ms/webhook, history kept | without (HISTORY_RETENTION=0) | ratio |"
+        )
+        print("|---|---|---|---|")
+        for name, runs in r["wire"].items():
+            kept, bare = (
+                statistics.median(run["cpu_ms_per_webhook"] for run in runs[w]) for w in ("adapter", "no-history")
+            )
+            print(f"| {name} | {kept:.3f} | {bare:.3f} | {kept / bare:.2f}x |")
 
 
 def traffic_loads(procs: Processes, workdir: Path, args, results: dict, only) -> None:
