@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 
 from . import traffic
 from .alertmanager import Alert
-from .outcome import DEFERRED, DROPPED, DRY_RUN, HEARTBEAT, SENT, UNCHANGED, Outcome
+from .outcome import DEFERRED, DROPPED, DRY_RUN, HEARTBEAT, SENT, UNCHANGED, Outcome, answer
 
 WEBHOOK, RECONCILER = "webhook", "reconciler"
 # What an alert came to, in one word: how it is filtered (--outcome) and counted.
@@ -153,13 +153,7 @@ def pass_entry(
             "alertname": incident.alertname,
             "severity": incident.severity,
             "open_since": incident.first_seen,
-            "result": delivery.outcome,
-            "status_code": delivery.status,
-            "attempts": delivery.attempts,
-            "seconds": delivery.seconds,
-            "detail": delivery.detail,
-            "alert24_request_id": delivery.request_id,
-            "incident_id": delivery.incident_id,
+            **answer(delivery),
             "labels": {"alertname": incident.alertname},
             "annotations": {"summary": incident.summary[:MAX_VALUE]},
         }

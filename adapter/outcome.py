@@ -77,6 +77,19 @@ class Note:
     fields: dict[str, object] = dataclasses.field(default_factory=dict)
 
 
+def answer(delivery) -> dict[str, object]:
+    """Alert24's answer to one event (an alert24.Delivery), as an Outcome's fields."""
+    return {
+        "result": delivery.outcome,
+        "status_code": delivery.status,
+        "attempts": delivery.attempts,
+        "seconds": delivery.seconds,
+        "detail": delivery.detail,
+        "alert24_request_id": delivery.request_id,
+        "incident_id": delivery.incident_id,
+    }
+
+
 def per_event(outcomes) -> list[Outcome]:
     """One outcome per event (its first alert's: a group's alerts share theirs), in the order given."""
     seen: set[int] = set()

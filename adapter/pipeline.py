@@ -29,6 +29,7 @@ from .alertmanager import Alert, Notification
 from .mapping import Event, EventRules
 from .mapping import plan as map_alerts
 from .outcome import DEFERRED, DROPPED, DRY_RUN, HEARTBEAT, RULE, SENT, UNCHANGED, Note, Outcome
+from .outcome import answer as alert24_answer
 from .policy import Matcher
 
 # Why decide() sends a trigger in the rest format that traffic.decide() would skip: the ledger proves the incident
@@ -324,13 +325,7 @@ def _event_outcomes(
     decision = {traffic.SEND: SENT, traffic.SKIP: UNCHANGED, traffic.DEFER: DEFERRED}[choice.verdict]
     facts = _event_facts(ctx, index, event, known)
     answer = {
-        "result": delivery.outcome,
-        "status_code": delivery.status,
-        "attempts": delivery.attempts,
-        "seconds": delivery.seconds,
-        "detail": delivery.detail,
-        "alert24_request_id": delivery.request_id,
-        "incident_id": delivery.incident_id,
+        **alert24_answer(delivery),
         "resume_at": resume_at if decision == DEFERRED or delivery.outcome == NOT_NOW else 0.0,
         "notes": notes,
     }

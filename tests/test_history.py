@@ -240,14 +240,25 @@ def test_no_notification_is_a_story_too():
 
 
 @pytest.fixture
-def app(tmp_path):
-    environ = {
-        "SHARED_SECRET": SECRET,
-        "ALERT24_INTEGRATION_KEY": "key",
-        "ALERT24_API_URL": API_URL,
-        "STATE_DIRECTORY": str(tmp_path / "state"),
-    }
-    return create_app(environ=environ, metrics=Metrics())
+def make_app(tmp_path):
+    """An app at its default settings (the SQLite ledger under a STATE_DIRECTORY of the test's), with `env` on top."""
+
+    def _make(**env):
+        environ = {
+            "SHARED_SECRET": SECRET,
+            "ALERT24_INTEGRATION_KEY": "key",
+            "ALERT24_API_URL": API_URL,
+            "STATE_DIRECTORY": str(tmp_path / "state"),
+            **env,
+        }
+        return create_app(environ=environ, metrics=Metrics())
+
+    return _make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
 
 
 def post(app, body, status=202):
@@ -304,15 +315,8 @@ def test_the_status_page_shows_failures_first_and_open_incidents(app):
     assert SECRET not in html
 
 
-def test_history_retention_zero_keeps_nothing(tmp_path):
-    environ = {
-        "SHARED_SECRET": SECRET,
-        "ALERT24_INTEGRATION_KEY": "key",
-        "ALERT24_API_URL": API_URL,
-        "STATE_DIRECTORY": str(tmp_path / "state"),
-        "HISTORY_RETENTION": "0",
-    }
-    app = create_app(environ=environ, metrics=Metrics())
+def test_history_retention_zero_keeps_nothing(make_app):
+    app = make_app(HISTORY_RETENTION="0")
     assert post(app, payload("firing-single")).status_code == 200
     got = app.test_client().get("/history", headers={"Authorization": f"Bearer {SECRET}"})
     assert got.status_code == 404
