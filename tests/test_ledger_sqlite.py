@@ -24,10 +24,13 @@ def test_sqlite_file_is_in_wal_mode(tmp_path):
 def test_unusable_sqlite_location_fails_fast_and_then_backs_off(tmp_path):
     (tmp_path / "not-a-directory").write_text("")
     ledger = open_ledger(f"sqlite://{tmp_path}/not-a-directory/ledger.db")
-    with pytest.raises(LedgerError, match="the ledger \\(sqlite://.*\\) failed: .*not-a-directory"):
-        ledger.record("", [event("a")], 1000.0)
-    with pytest.raises(LedgerError, match="failed moments ago; not retried yet"):
-        ledger.record("", [event("a")], 1000.0)
+    try:
+        with pytest.raises(LedgerError, match="the ledger \\(sqlite://.*\\) failed: .*not-a-directory"):
+            ledger.record("", [event("a")], 1000.0)
+        with pytest.raises(LedgerError, match="failed moments ago; not retried yet"):
+            ledger.record("", [event("a")], 1000.0)
+    finally:
+        ledger.close()  # its housekeeping would go on failing, every second, for the rest of the test process
 
 
 def test_sqlite_held_by_another_writer_is_a_ledger_error(tmp_path):
