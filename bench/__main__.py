@@ -82,6 +82,11 @@ def payload(alerts: int, tag: str = "bench", new: int = 0, known: int = 0) -> by
     ).encode()
 
 
+def defaults(api_url: str, state: Path) -> dict[str, str]:
+    """An adapter's environment at its default settings against a fake Alert24, with a state directory of its own."""
+    return {"ALERT24_INTEGRATION_KEY": "bench-key", "ALERT24_API_URL": api_url, "STATE_DIRECTORY": str(state)}
+
+
 def tree(pid: int) -> list[int]:
     """pid and all its descendants."""
     children: dict[int, list[int]] = {}
@@ -455,13 +460,7 @@ def main(argv=None) -> int:
     try:
         fake = InstantAlert24(procs)
         # RESEND_INTERVAL=0: these loads resend one payload, and measure sending it, not skipping it.
-        common = {
-            "ALERT24_INTEGRATION_KEY": "bench-key",
-            "ALERT24_API_URL": fake.url,
-            "LOG_FORMAT": "json",
-            "RESEND_INTERVAL": "0",
-            "STATE_DIRECTORY": str(workdir / "state"),
-        }
+        common = {**defaults(fake.url, workdir / "state"), "LOG_FORMAT": "json", "RESEND_INTERVAL": "0"}
         adapter = Gunicorn(procs, "adapter", "wsgi:app", common)
         # The same adapter with the ledger of open incidents on (SQLite, the reconciler's default store).
         ledger_env = {**common, "LEDGER_URL": f"sqlite://{workdir}/ledger.db"}
@@ -617,11 +616,7 @@ def wire_loads(procs: Processes, workdir: Path, args, results: dict) -> None:
     in interleaved rounds; the CPU per webhook of each round shows whether the cost grows with the ledger."""
     print("wire loads at default settings: new alerts in every webhook …", flush=True)
     fake = InstantAlert24(procs, "wire-alert24")
-    env = {
-        "ALERT24_INTEGRATION_KEY": "bench-key",
-        "ALERT24_API_URL": fake.url,
-        "STATE_DIRECTORY": str(workdir / "wire-state"),
-    }
+    env = defaults(fake.url, workdir / "wire-state")
     adapter = Gunicorn(procs, "wire-adapter", "wsgi:app", env)
     # The same at default settings but without the delivery history: what keeping it costs.
     bare_env = {**env, "STATE_DIRECTORY": str(workdir / "wire-state-no-history"), "HISTORY_RETENTION": "0"}
@@ -661,11 +656,7 @@ def storm_loads(procs: Processes, workdir: Path, args, results: dict) -> None:
     Alert24 answering after 50 ms; the adapter at default settings and the Node adapter."""
     print(f"storm: {args.storm_connections} connections, Alert24 at 50 ms …", flush=True)
     slow_storm = SlowAlert24(procs, "storm-alert24")
-    env = {
-        "ALERT24_INTEGRATION_KEY": "bench-key",
-        "ALERT24_API_URL": slow_storm.api_url,
-        "STATE_DIRECTORY": str(workdir / "storm-state"),
-    }
+    env = defaults(slow_storm.api_url, workdir / "storm-state")
     storm_adapter = Gunicorn(procs, "storm-adapter", "wsgi:app", env)
     storm_node = Node(procs, "storm-article-adapter", "article-adapter.js", {**env, **NODE_ENV})
     body = workdir / "storm.json"
@@ -753,18 +744,13 @@ def traffic_loads(procs: Processes, workdir: Path, args, results: dict, only) ->
     article's Node adapter side by side."""
     print("installing the Node peers from npm (cached in bench/.cache) …", flush=True)
     node_modules()
-    node_options = NODE_ENV
     if "churn" in only:
         g, m, n = args.churn_groups, args.churn_alerts, args.churn_notifications
         print(f"churn: {g} groups of {m} alerts, {n} notifications each, one alert changing each time …", flush=True)
         fake = InstantAlert24(procs, "churn-alert24")
-        env = {
-            "ALERT24_INTEGRATION_KEY": "bench-key",
-            "ALERT24_API_URL": fake.url,
-            "STATE_DIRECTORY": str(workdir / "churn-state"),
-        }
+        env = defaults(fake.url, workdir / "churn-state")
         adapter = Gunicorn(procs, "churn-adapter", "wsgi:app", env)
-        node = Node(procs, "churn-article-adapter", "article-adapter.js", {**env, **node_options})
+        node = Node(procs, "churn-article-adapter", "article-adapter.js", {**env, **NODE_ENV})
         results["churn"] = {
             name: traffic.churn(server.port, fake.count, g, m, n)
             for name, server in (("adapter", adapter), ("node", node))
@@ -786,15 +772,11 @@ def traffic_loads(procs: Processes, workdir: Path, args, results: dict, only) ->
                 fake.rate_limit(k, 60.0)
             servers = {}
             for name, fake in fakes.items():
-                env = {
-                    "ALERT24_INTEGRATION_KEY": "bench-key",
-                    "ALERT24_API_URL": fake.url,
-                    "STATE_DIRECTORY": str(workdir / f"limit-{name}-state"),
-                }
+                env = defaults(fake.url, workdir / f"limit-{name}-state")
                 if name == "adapter-budget":
                     env["ALERT24_RATE_LIMIT"] = str(int(k * 0.9))
                 if name == "node":
-                    servers[name] = Node(procs, "limit-article-adapter", "article-adapter.js", {**env, **node_options})
+                    servers[name] = Node(procs, "limit-article-adapter", "article-adapter.js", {**env, **NODE_ENV})
                 else:
                     servers[name] = Gunicorn(procs, f"limit-{name}", "wsgi:app", env)
             jobs = {
@@ -836,7 +818,7 @@ def adapter_sweep(procs: Processes, workdir: Path, args) -> list[dict]:
     for size in ledger_cost.SIZES:
         state = workdir / f"sweep-{size}"
         ledger_cost.prefill_file(state / LEDGER_FILE, size, episode)
-        env = {"ALERT24_INTEGRATION_KEY": "bench-key", "ALERT24_API_URL": fake.url, "STATE_DIRECTORY": str(state)}
+        env = defaults(fake.url, state)
         server = Gunicorn(procs, f"sweep-adapter-{size}", "wsgi:app", env)
         keys = {"BENCH_KNOWN": str(size), "BENCH_STRIPES": "9"}
         wrk(f"{server.url}/alertmanager", body, 2, args.connections, keys)
