@@ -265,40 +265,19 @@ def dropped(ctx: Context, planned: Planned) -> list[Outcome]:
 
 def heartbeats(ctx: Context, planned: Planned, heartbeat: tuple[str, beats.Ping | None] | None) -> list[Outcome]:
     """The heartbeat alerts': resolved ones RESOLVED (no ping), firing ones the ping's outcome (`heartbeat`)."""
-    out = [
-        Outcome(
-            a.fingerprint,
-            a.status,
-            ctx.route,
-            ctx.request_id,
-            HEARTBEAT,
-            beats.RESOLVED,
-            decided_at=ctx.now,
-            alertname=a.labels.get("alertname", ""),
-            result=beats.RESOLVED,
-        )  # fmt: skip
-        for a in planned.stopped
-    ]
+
+    def beat(a: Alert, outcome: str, **answer) -> Outcome:
+        alertname = a.labels.get("alertname", "")
+        facts = {"decided_at": ctx.now, "alertname": alertname, "result": outcome, **answer}
+        return Outcome(a.fingerprint, a.status, ctx.route, ctx.request_id, HEARTBEAT, outcome, **facts)
+
+    out = [beat(a, beats.RESOLVED) for a in planned.stopped]
     if planned.beats:
         outcome, ping = heartbeat or (beats.DRY_RUN, None)
         answer = {}
         if ping is not None:
             answer = {"status_code": ping.status, "seconds": ping.seconds, "detail": ping.detail, "attempts": 1}
-        out += [
-            Outcome(
-                a.fingerprint,
-                a.status,
-                ctx.route,
-                ctx.request_id,
-                HEARTBEAT,
-                outcome,
-                decided_at=ctx.now,
-                alertname=a.labels.get("alertname", ""),
-                result=outcome,
-                **answer,
-            )  # fmt: skip
-            for a in planned.beats
-        ]
+        out += [beat(a, outcome, **answer) for a in planned.beats]
     return out
 
 
